@@ -1,0 +1,249 @@
+"""In-process LLM classification with transformers, by scoring the allowed answers.
+
+Instead of generating text, :class:`LocalBackend` runs the chat prompt once and
+reads the next-token logits of each allowed answer (``"0"`` and ``"1"`` for
+ADE). The label is the answer with the highest logit and the softmax over the
+answers' logits gives label probabilities. Greedy generation of one token
+would pick the same answer whenever an allowed answer is the top token
+overall; scoring also decides the cases where the model would have started
+its reply with something else.
+
+Speed: the system text and few-shot turns are the same for every input, so
+their key/value cache is computed once and reused; inputs are then scored in
+right-padded batches. With right padding and a causal mask, the logits at each
+row's last real token do not depend on the padding after it.
+
+The packaged model is a GGUF file (see :mod:`l2d_utils.models`). Loading it
+through transformers de-quantizes every tensor, which takes about a minute on
+two cores, so the first load saves the converted bfloat16 weights into the
+model cache and later loads read those.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from l2d_utils.config import model_cache_dir
+from l2d_utils.llm.base import LLMBackend
+from l2d_utils.llm.cache import CachedResponse
+from l2d_utils.llm.prompts import PromptTemplate
+from l2d_utils.models import GGUF_SHA256, is_packaged_llm, packaged_gguf_path
+
+logger = logging.getLogger(__name__)
+
+CONVERTED_DIR = "qwen2.5-coder-1.5b-instruct-bf16"
+CONVERSION_MARKER = "converted_from.json"
+
+
+def converted_packaged_llm() -> Path:
+    """Return a folder with the packaged LLM's weights in bfloat16, converting once.
+
+    The conversion is written to a temporary folder and renamed when complete,
+    with a marker naming the source file's sha256.
+    """
+    target = model_cache_dir() / CONVERTED_DIR
+    marker = target / CONVERSION_MARKER
+    if marker.is_file() and json.loads(marker.read_text()).get("gguf_sha256") == GGUF_SHA256:
+        return target
+
+    gguf = packaged_gguf_path()
+    logger.info("Converting %s to bfloat16 weights in %s (once; about a minute)", gguf.name, target)
+    started = time.monotonic()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
+    # The tensors are de-quantized in memory; drop the GGUF quantizer so that
+    # save_pretrained writes them as plain bfloat16 safetensors.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    (partial / CONVERSION_MARKER).write_text(json.dumps({"gguf_sha256": GGUF_SHA256, "seconds": time.monotonic() - started}))
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(partial, target)
+    return target
+
+
+def load_causal_lm(model: str, dtype: torch.dtype = torch.bfloat16):
+    """Load a tokenizer and causal LM from the packaged GGUF, a folder or a Hub id.
+
+    Returns:
+        ``(tokenizer, model)`` with the model in eval mode.
+    """
+    source = str(converted_packaged_llm()) if is_packaged_llm(model) else model
+    started = time.monotonic()
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    network = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+    network.eval()
+    logger.info("Loaded %s in %.1f s", model, time.monotonic() - started)
+    return tokenizer, network
+
+
+class LocalBackend(LLMBackend):
+    """Classify sentences with a causal LM in this process.
+
+    Args:
+        model: :data:`~l2d_utils.config.PACKAGED_QWEN`, a model folder, or a Hub id.
+        cache: Response cache, or ``None``.
+        batch_size: Inputs per forward pass after the shared prefix.
+        use_prefix_cache: Reuse the key/value cache of the system text and examples.
+        dtype: Weight and activation type.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        cache=None,
+        batch_size: int = 8,
+        use_prefix_cache: bool = True,
+        dtype: torch.dtype = torch.bfloat16,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be at least 1.")
+        super().__init__("local", model, cache)
+        self.batch_size = batch_size
+        self.use_prefix_cache = use_prefix_cache
+        self.dtype = dtype
+        self._tokenizer = None
+        self._network = None
+
+    @property
+    def parameters(self) -> Mapping[str, Any]:
+        # Batching and prefix caching change speed, not the label: they stay out of the key.
+        return {"method": "answer-logits", "dtype": str(self.dtype).removeprefix("torch.")}
+
+    def _load(self) -> None:
+        if self._network is None:
+            self._tokenizer, self._network = load_causal_lm(self.model, self.dtype)
+
+    def answer_token_ids(self, template: PromptTemplate) -> list[int]:
+        """Return the token id of each allowed answer.
+
+        Raises:
+            ValueError: When an answer is not a single token for this tokenizer.
+        """
+        self._load()
+        ids = []
+        for answer in template.answers:
+            tokens = self._tokenizer.encode(answer, add_special_tokens=False)
+            if len(tokens) != 1:
+                raise ValueError(
+                    f"Answer {answer!r} of template {template.name!r} is {len(tokens)} tokens for {self.model}; "
+                    "answer scoring needs single-token answers. Use an API backend or shorter answers."
+                )
+            ids.append(tokens[0])
+        return ids
+
+    def render(self, template: PromptTemplate, text: str) -> tuple[list[int], list[int]]:
+        """Tokenize one input as the shared prefix and the input's own suffix.
+
+        Returns:
+            ``(prefix_ids, suffix_ids)``; their concatenation equals the
+            tokenization of the whole chat with the generation prompt.
+        """
+        self._load()
+        full = self._tokenizer.apply_chat_template(template.messages(text), tokenize=False, add_generation_prompt=True)
+        prefix = self._tokenizer.apply_chat_template(template.prefix_messages(), tokenize=False, add_generation_prompt=False)
+        if not full.startswith(prefix):
+            raise ValueError(f"The chat template of {self.model} does not render the few-shot turns as a shared prefix.")
+        prefix_ids = self._tokenizer.encode(prefix, add_special_tokens=False)
+        suffix_ids = self._tokenizer.encode(full[len(prefix) :], add_special_tokens=False)
+        return prefix_ids, suffix_ids
+
+    @torch.no_grad()
+    def score_plain(self, texts: Sequence[str], template: PromptTemplate) -> np.ndarray:
+        """Score each input with one full forward pass and no reuse.
+
+        Returns:
+            Answer logits, shape ``(len(texts), len(template.answers))``.
+        """
+        self._load()
+        answer_ids = self.answer_token_ids(template)
+        logits = np.zeros((len(texts), len(answer_ids)))
+        for row, text in enumerate(texts):
+            prefix_ids, suffix_ids = self.render(template, text)
+            output = self._network(torch.tensor([prefix_ids + suffix_ids]))
+            logits[row] = output.logits[0, -1, answer_ids].float().numpy()
+        return logits
+
+    @torch.no_grad()
+    def score_cached(self, texts: Sequence[str], template: PromptTemplate, batch_size: int | None = None) -> np.ndarray:
+        """Score inputs in batches after a prefix whose key/value cache is computed once.
+
+        Returns:
+            Answer logits, shape ``(len(texts), len(template.answers))``.
+        """
+        self._load()
+        batch_size = batch_size or self.batch_size
+        answer_ids = self.answer_token_ids(template)
+        prefix_ids, _ = self.render(template, "x")
+        prefix_output = self._network(torch.tensor([prefix_ids]), use_cache=True)
+        prefix_cache = prefix_output.cache
+        pad_id = self._tokenizer.pad_token_id if self._tokenizer.pad_token_id is not None else 0
+
+        logits = np.zeros((len(texts), len(answer_ids)))
+        for start in range(0, len(texts), batch_size):
+            suffixes = [self.render(template, text)[1] for text in texts[start : start + batch_size]]
+            lengths = [len(suffix) for suffix in suffixes]
+            width = max(lengths)
+            input_ids = torch.tensor([suffix + [pad_id] * (width - len(suffix)) for suffix in suffixes])
+            cache = copy.deepcopy(prefix_cache)
+            if len(suffixes) > 1:
+                cache.batch_repeat_interleave(len(suffixes))
+            output = self._network(input_ids, cache=cache, use_cache=True)
+            last = torch.tensor(lengths) - 1
+            rows = output.logits[torch.arange(len(suffixes)), last][:, answer_ids]
+            logits[start : start + len(suffixes)] = rows.float().numpy()
+        return logits
+
+    def _classify_uncached(self, texts: Sequence[str], template: PromptTemplate, on_result) -> None:
+        self._load()
+        prefix_length = len(self.render(template, "x")[0])
+        bar = tqdm(total=len(texts), desc=f"{self.model.split(':')[-1]} scoring", leave=False)
+        for start in range(0, len(texts), self.batch_size):
+            batch = list(texts[start : start + self.batch_size])
+            started = time.monotonic()
+            if self.use_prefix_cache:
+                logits = self.score_cached(batch, template, batch_size=len(batch))
+            else:
+                logits = self.score_plain(batch, template)
+            elapsed_ms = 1000.0 * (time.monotonic() - started) / len(batch)
+            probabilities = softmax(logits)
+            for offset, text in enumerate(batch):
+                label = int(np.argmax(logits[offset]))
+                on_result(
+                    start + offset,
+                    CachedResponse(
+                        raw_reply=template.answers[label],
+                        label=label,
+                        probabilities=tuple(float(p) for p in probabilities[offset]),
+                        prompt_tokens=prefix_length + len(self.render(template, text)[1]),
+                        completion_tokens=0,
+                        latency_ms=elapsed_ms,
+                        request_id=None,
+                        created_at=time.time(),
+                    ),
+                )
+            bar.update(len(batch))
+        bar.close()
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of an ``(N, K)`` array, in float64."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exponentials = np.exp(shifted)
+    return exponentials / exponentials.sum(axis=1, keepdims=True)

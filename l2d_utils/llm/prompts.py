@@ -1,0 +1,93 @@
+"""Versioned few-shot prompt templates.
+
+A :class:`PromptTemplate` renders chat messages: the system text, one user and
+assistant turn per few-shot example, then the input as the last user turn.
+Its ``name`` and ``version`` are part of every response-cache key, so editing a
+template's text without raising its version would be caught by
+:func:`PromptTemplate.fingerprint` in the key as well.
+
+The ADE system text follows the paper's description (arXiv:2604.13285, section
+4.2): reply 1 for a sentence that contains an adverse drug event, 0 otherwise,
+with five examples (two positive, three negative, near the corpus's 29% positive
+share). The paper quotes two of its five examples; the other three
+here are invented sentences, written for this book, so that no example is a
+sentence of ADE Corpus V2 except the one the paper itself quotes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """A system text, few-shot examples and the allowed answers of one task.
+
+    Attributes:
+        name: Stable identifier, e.g. ``ade-paper``.
+        version: Raised whenever the text or examples change.
+        system: System message.
+        examples: ``(input text, answer)`` pairs shown as earlier chat turns.
+        answers: Allowed answers in class order: ``answers[k]`` is class ``k``.
+        class_names: Readable names of the classes, same order as ``answers``.
+    """
+
+    name: str
+    version: str
+    system: str
+    examples: tuple[tuple[str, str], ...]
+    answers: tuple[str, ...]
+    class_names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.answers) != len(self.class_names) or len(self.answers) < 2:
+            raise ValueError(
+                f"Template {self.name!r}: answers {self.answers} and class_names {self.class_names} "
+                "must have the same length, at least 2."
+            )
+        for text, answer in self.examples:
+            if answer not in self.answers:
+                raise ValueError(f"Template {self.name!r}: example answer {answer!r} is not one of {self.answers}.")
+
+    def prefix_messages(self) -> list[dict[str, str]]:
+        """Return the system message and few-shot turns, shared by every input."""
+        messages = [{"role": "system", "content": self.system}]
+        for text, answer in self.examples:
+            messages.append({"role": "user", "content": text})
+            messages.append({"role": "assistant", "content": answer})
+        return messages
+
+    def messages(self, text: str) -> list[dict[str, str]]:
+        """Return the full chat for one input sentence."""
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"Input text must be a non-empty string, got {text!r}.")
+        return [*self.prefix_messages(), {"role": "user", "content": text}]
+
+    def fingerprint(self) -> str:
+        """Return a short hash of everything that shapes the prompt."""
+        payload = json.dumps([self.name, self.version, self.system, self.examples, self.answers], sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+ADE_PAPER_PROMPT = PromptTemplate(
+    name="ade-paper",
+    version="1",
+    system="You classify sentences for adverse drug events. Reply with only 1 (contains ADE) or 0 (no ADE).",
+    examples=(
+        # Quoted in the paper as a positive example (it is also a corpus sentence).
+        ("Intravenous azithromycin-induced ototoxicity.", "1"),
+        # Quoted in the paper as a negative example.
+        ("Methotrexate is commonly used for rheumatoid arthritis.", "0"),
+        # Written for this book.
+        ("A 54-year-old man developed acute kidney injury two days after starting high-dose vancomycin.", "1"),
+        ("Serum potassium was measured weekly during the first month of treatment.", "0"),
+        ("Lithium was continued at the same dose throughout the two years of follow-up.", "0"),
+    ),
+    answers=("0", "1"),
+    class_names=("no ADE", "ADE"),
+)
+
+#: Templates by name, for settings files and the command line.
+TEMPLATES: dict[str, PromptTemplate] = {ADE_PAPER_PROMPT.name: ADE_PAPER_PROMPT}

@@ -1,0 +1,135 @@
+"""Execute every chapter with the smoke profile and build the book strictly.
+
+This is the end-to-end check of the README's main command on a small sample:
+the real ADE release files (from ``L2D_DATA_DIR``), the packaged encoder and
+the packaged LLM. Artifacts and results go to temporary folders, so the test
+trains, labels and builds from nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+
+from l2d_utils.book import chapter_files, project_root
+
+ROOT = project_root()
+TABLE1_METHODS = ["bert_only", "llm_only", "random", "fixed_0.6", "fixed_0.7", "fixed_0.8", "fixed_0.9", "fixed_0.95", "l2d", "oracle"]
+
+needs_data = pytest.mark.skipif(not os.environ.get("L2D_DATA_DIR"), reason="set L2D_DATA_DIR to the folder holding ade_corpus_v2/")
+
+
+@pytest.fixture(scope="module")
+def smoke_build(tmp_path_factory):
+    output = tmp_path_factory.mktemp("book")
+    environment = {
+        **os.environ,
+        "L2D_ARTIFACTS_DIR": str(output / "artifacts"),
+        "L2D_RESULTS_DIR": str(output / "results"),
+    }
+    completed = subprocess.run(
+        [sys.executable, "-m", "l2d_utils.book", "--profile", "smoke", "--strict", "--output", str(output)],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    return output, completed
+
+
+@pytest.mark.slow
+@needs_data
+def test_smoke_build_succeeds(smoke_build):
+    _, completed = smoke_build
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-5000:]
+
+
+@pytest.mark.slow
+@needs_data
+def test_every_chapter_has_a_page(smoke_build):
+    output, _ = smoke_build
+    html = output / "_build" / "html"
+    assert (html / "index.html").is_file()
+    for chapter in chapter_files(ROOT):
+        assert (html / f"{chapter}.html").is_file(), chapter
+
+
+@pytest.mark.slow
+@needs_data
+def test_executed_chapters_have_no_errors(smoke_build):
+    output, _ = smoke_build
+    for chapter in chapter_files(ROOT):
+        notebook = nbformat.read(output / "_build" / "executed" / "smoke" / f"{chapter}.ipynb", as_version=4)
+        errors = [o for cell in notebook.cells for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+        assert errors == [], chapter
+
+
+@pytest.mark.slow
+@needs_data
+def test_pages_show_no_unformatted_numbers(smoke_build):
+    output, _ = smoke_build
+    for page in (output / "_build" / "html" / "chapters").glob("*.html"):
+        assert "np.float64" not in page.read_text(), page.name
+
+
+@pytest.mark.slow
+@needs_data
+def test_table1_csv_has_stable_methods(smoke_build):
+    output, _ = smoke_build
+    table = pd.read_csv(output / "results" / "smoke" / "ade_table1.csv")
+    assert list(table.columns) == ["method", "f1", "accuracy", "llm_rate"]
+    assert table["method"].tolist() == TABLE1_METHODS
+    assert table["llm_rate"].between(0, 1).all()
+    assert table.set_index("method").loc["llm_only", "llm_rate"] == 1.0
+
+
+@pytest.mark.slow
+@needs_data
+def test_status_page_lists_chapter_times(smoke_build):
+    output, _ = smoke_build
+    status = (output / "_build" / "html" / "chapters" / "99_status.html").read_text()
+    assert "05_deferral_training" in status
+
+
+def run_book(output: Path, environment: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run the book command with the smoke profile, without the strict flag."""
+    return subprocess.run(
+        [sys.executable, "-m", "l2d_utils.book", "--profile", "smoke", "--output", str(output)],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_missing_data_folder_fails_before_work(tmp_path):
+    environment = {key: value for key, value in os.environ.items() if key != "L2D_DATA_DIR"}
+    completed = run_book(tmp_path, environment)
+    assert completed.returncode == 2
+    assert "L2D_DATA_DIR" in completed.stderr
+    assert not (tmp_path / "_build" / "executed").exists()
+
+
+def test_wrong_data_folder_names_path(tmp_path):
+    completed = run_book(tmp_path, {**os.environ, "L2D_DATA_DIR": str(tmp_path / "nowhere")})
+    assert completed.returncode == 2
+    assert str(tmp_path / "nowhere") in completed.stderr
+
+
+def test_truncated_release_file_fails_before_work(tmp_path):
+    folder = tmp_path / "data" / "ade_corpus_v2"
+    folder.mkdir(parents=True)
+    (folder / "DRUG-AE.rel").write_text("10030778|Intravenous azithromycin-induced ototoxicity.|ototoxicity|43|54|azithromycin|22|34\n")
+    (folder / "ADE-NEG.txt").write_text("6460590 NEG Blood samples were taken.\n")
+    completed = run_book(tmp_path, {**os.environ, "L2D_DATA_DIR": str(tmp_path / "data")})
+    assert completed.returncode == 2
+    assert "DRUG-AE.rel has 1 lines" in completed.stderr
+    assert not (tmp_path / "_build" / "executed").exists()
