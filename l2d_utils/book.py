@@ -33,7 +33,16 @@ import nbformat
 import papermill
 import yaml
 
-from l2d_utils.config import ARTIFACTS_DIR_ENV, DATA_DIR_ENV, PACKAGED_MINILM, PROFILES, RESULTS_DIR_ENV, data_dir, get_profile
+from l2d_utils.config import (
+    ARTIFACTS_DIR_ENV,
+    DATA_DIR_ENV,
+    PACKAGED_MINILM,
+    PROFILES,
+    REPLAY_ONLY_ENV,
+    RESULTS_DIR_ENV,
+    data_dir,
+    get_profile,
+)
 from l2d_utils.data import ReleaseFileError, check_release
 from l2d_utils.models import MissingModelError, check_packaged_llm, is_packaged_llm, packaged_minilm_path
 
@@ -210,10 +219,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", help="execute only these chapters, e.g. 03_llm_prompting")
     parser.add_argument("--no-build", action="store_true", help="execute chapters but do not build the HTML")
     parser.add_argument("--strict", action="store_true", help="turn Sphinx warnings into errors (-W -n --keep-going)")
+    parser.add_argument(
+        "--replay-only", action="store_true", help="make no new LLM call; fail on a response missing from the cache"
+    )
     parser.add_argument("--output", type=Path, default=None, help="folder that receives _build/ (default: the repository root)")
     arguments = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     output_root = (arguments.output or project_root()).resolve()
+    if arguments.replay_only:
+        os.environ[REPLAY_ONLY_ENV] = "1"
     try:
         return run(arguments.profile, arguments.only, not arguments.no_build, arguments.strict, output_root)
     except (FileNotFoundError, ReleaseFileError, MissingModelError) as error:

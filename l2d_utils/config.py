@@ -17,6 +17,8 @@ Paths come from environment variables, never from constants in this package:
 ``L2D_MODEL_CACHE``
     Where converted model weights (the de-quantized GGUF) are kept between
     runs. Default: ``~/.cache/l2d-clinical``.
+``L2D_LLM_REPLAY_ONLY``
+    ``1`` forbids new LLM calls; responses must come from the cache.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ DATA_DIR_ENV = "L2D_DATA_DIR"
 ARTIFACTS_DIR_ENV = "L2D_ARTIFACTS_DIR"
 RESULTS_DIR_ENV = "L2D_RESULTS_DIR"
 MODEL_CACHE_ENV = "L2D_MODEL_CACHE"
+#: Set to 1 to forbid new LLM calls: a response missing from the cache raises
+#: CacheMissError. For builds that must not spend API credit.
+REPLAY_ONLY_ENV = "L2D_LLM_REPLAY_ONLY"
 
 #: Name of the packaged encoder; resolved to a folder by :mod:`l2d_utils.models`.
 PACKAGED_MINILM = "packaged:all-MiniLM-L6-v2"

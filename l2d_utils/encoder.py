@@ -78,8 +78,15 @@ def classification_f1(labels: np.ndarray, predictions: np.ndarray, num_labels: i
     return float(f1_score(labels, predictions, average="macro", zero_division=0))
 
 
-def _encode(tokenizer, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
-    return tokenizer(list(texts), truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+def device() -> torch.device:
+    """Return the first CUDA device when one is available, else the CPU."""
+    # NOTE: the CUDA path has not been run by this project's tests, which run on CPUs only.
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _encode(tokenizer, texts: Sequence[str], max_length: int, target: torch.device) -> dict[str, torch.Tensor]:
+    encoded = tokenizer(list(texts), truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+    return {name: tensor.to(target) for name, tensor in encoded.items()}
 
 
 @torch.no_grad()
@@ -96,9 +103,9 @@ def _predict_with(model, tokenizer, texts: Sequence[str], max_length: int, batch
     starts = range(0, len(texts), batch_size)
     for start in tqdm(starts, desc=progress, disable=progress is None, leave=False):
         index = order[start : start + batch_size]
-        inputs = _encode(tokenizer, [texts[i] for i in index], max_length)
+        inputs = _encode(tokenizer, [texts[i] for i in index], max_length, model.device)
         logits = model(**inputs).logits.float()
-        probabilities[index] = torch.softmax(logits, dim=-1).numpy()
+        probabilities[index] = torch.softmax(logits, dim=-1).cpu().numpy()
     return probabilities
 
 
@@ -166,7 +173,7 @@ def fine_tune(
     source = resolve_encoder(settings.model)
     tokenizer = AutoTokenizer.from_pretrained(source)
     start_from = checkpoint / "model" if state is not None else source
-    model = AutoModelForSequenceClassification.from_pretrained(start_from, num_labels=num_labels)
+    model = AutoModelForSequenceClassification.from_pretrained(start_from, num_labels=num_labels).to(device())
 
     steps_per_epoch = math.ceil(len(train_texts) / settings.batch_size)
     total_steps = steps_per_epoch * settings.max_epochs
@@ -182,11 +189,11 @@ def fine_tune(
         state = TrainingState(settings=settings_dict)
         logger.info("Starting fine-tuning of %s: %d rows, %d steps per epoch", settings.model, len(train_texts), steps_per_epoch)
     else:
-        saved = torch.load(checkpoint / "optimizer.pt", weights_only=True)
+        saved = torch.load(checkpoint / "optimizer.pt", weights_only=True, map_location=model.device)
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         if "rng" in saved:
-            torch.set_rng_state(saved["rng"])
+            torch.set_rng_state(saved["rng"].cpu())
         logger.info("Resuming fine-tuning at epoch %d, step %d", state.epoch + 1, state.step_in_epoch)
 
     labels = torch.tensor(list(train_labels), dtype=torch.long)
@@ -200,8 +207,8 @@ def fine_tune(
         model.train()
         bar = tqdm(total=len(batches), initial=state.step_in_epoch, desc=f"epoch {state.epoch + 1}/{settings.max_epochs}", leave=False)
         for index in batches[state.step_in_epoch :]:
-            inputs = _encode(tokenizer, [train_texts[i] for i in index], settings.max_length)
-            loss = model(**inputs, labels=labels[index]).loss
+            inputs = _encode(tokenizer, [train_texts[i] for i in index], settings.max_length, model.device)
+            loss = model(**inputs, labels=labels[index].to(model.device)).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
@@ -301,5 +308,5 @@ def predict_proba(
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"No fine-tuned model in {model_dir}; run fine_tune() first.")
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).to(device())
     return _predict_with(model, tokenizer, list(texts), max_length, batch_size, progress)

@@ -12,12 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
 import pandas as pd
 
-from l2d_utils.config import Profile, artifacts_root
+from l2d_utils.config import REPLAY_ONLY_ENV, Profile, artifacts_root
 from l2d_utils.data import load_ade_corpus, stratified_sample
 from l2d_utils.encoder import fine_tune, load_state, predict_proba
 from l2d_utils.features import deferral_features
@@ -122,11 +123,15 @@ def llm_predictions(
 ) -> pd.DataFrame:
     """Label ``rows`` with the profile's LLM, reading and filling the response cache.
 
+    With ``replay_only`` (or ``L2D_LLM_REPLAY_ONLY=1``) no new call is made and
+    a missing response raises :class:`~l2d_utils.llm.cache.CacheMissError`.
+
     Returns:
         Frame with ``row_id`` and the columns of :func:`l2d_utils.llm.base.results_frame`.
     """
     from l2d_utils.llm.api import make_backend
 
+    replay_only = replay_only or os.environ.get(REPLAY_ONLY_ENV) == "1"
     cache = llm_cache(replay_only)
     try:
         backend = make_backend(profile.llm.backend, profile.llm.model, cache, **_backend_settings(profile))

@@ -25,10 +25,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from l2d_utils.llm.api import AzureOpenAIBackend, LLMRequestError, OpenAIBackend, make_backend
+from l2d_utils.llm.api import AzureOpenAIBackend, LLMRequestError, OpenAIBackend, estimate_request_tokens, make_backend
 from l2d_utils.llm.base import UNPARSEABLE
 from l2d_utils.llm.cache import CacheMissError, ResponseCache
-from l2d_utils.llm.prompts import ADE_PAPER_PROMPT
+from l2d_utils.llm.prompts import ADE_PAPER_PROMPT, PromptTemplate
 
 API_KEY = "sk-test-0123456789abcdefSECRET"
 API_VERSION = "2024-10-21"
@@ -560,6 +560,66 @@ def test_requests_per_minute_spaces_starts(server, cache) -> None:
     assert min(gaps) >= 0.09  # 600 per minute is one start per 0.1 s.
 
 
+# A template whose prompt is tiny, so that the stand-in's usage (100 tokens plus
+# the sentence's length in characters) is far from the estimate.
+TINY_PROMPT = PromptTemplate(name="tiny", version="1", system="s", examples=(), answers=("0", "1"), class_names=("no", "yes"))
+
+
+def start_gaps(server: StandInHTTPServer) -> list[float]:
+    arrivals = sorted(request.arrived_at for request in server.state.requests)
+    return [later - earlier for earlier, later in zip(arrivals, arrivals[1:])]
+
+
+def test_estimate_request_tokens() -> None:
+    messages = [{"role": "system", "content": "abcd"}, {"role": "user", "content": "abcde"}]
+
+    assert estimate_request_tokens(messages, max_tokens=16) == 3 + 16
+
+
+def test_tokens_per_minute_spaces_starts(server, cache) -> None:
+    estimates = [estimate_request_tokens(ADE_PAPER_PROMPT.messages(text), 16) for text in SENTENCES]
+    tokens_per_minute = 300 * min(estimates)  # At least 0.2 s of budget per request.
+
+    openai_backend(server, cache, tokens_per_minute=tokens_per_minute, max_concurrency=4).classify(SENTENCES, ADE_PAPER_PROMPT)
+
+    # The margin below 0.2 s absorbs variation in request transit time on a busy machine.
+    assert min(start_gaps(server)) >= 0.15
+
+
+def test_tokens_per_minute_none_never_waits(server, cache) -> None:
+    server.state.reply_delay = 0.3
+
+    openai_backend(server, cache, tokens_per_minute=None, max_concurrency=4).classify(SENTENCES, ADE_PAPER_PROMPT)
+
+    assert server.state.max_in_flight == 4
+
+
+def test_tokens_per_minute_usage_above_estimate_delays(server, cache) -> None:
+    sentences = ["First.", "Second."]
+    # Estimate: 2 tokens of prompt plus max_tokens=1. Usage reported: 100 + 6 + 1 = 107.
+    assert estimate_request_tokens(TINY_PROMPT.messages(sentences[0]), 1) == 3
+
+    backend = openai_backend(server, cache, max_tokens=1, tokens_per_minute=30_000, max_concurrency=1)
+    backend.classify(sentences, TINY_PROMPT)
+
+    # At 500 tokens per second the usage delays the next start by 0.214 s, the estimate by 6 ms.
+    assert start_gaps(server)[0] >= 0.15
+
+
+def test_tokens_per_minute_usage_below_estimate_speeds_up(server, cache) -> None:
+    sentences = ["First.", "Second."]
+    # Estimate: 2 tokens of prompt plus max_tokens=1000. Usage reported: 107.
+    assert estimate_request_tokens(TINY_PROMPT.messages(sentences[0]), 1000) == 1002
+
+    backend = openai_backend(server, cache, max_tokens=1000, tokens_per_minute=30_000, max_concurrency=1)
+    backend.classify(sentences, TINY_PROMPT)
+
+    # At 500 tokens per second the usage delays the next start by 0.214 s, the estimate by 2 s.
+    gap = start_gaps(server)[0]
+    assert gap >= 0.15
+    assert gap < 1.0
+
+
 # Secrets
 
 
@@ -702,6 +762,7 @@ def test_empty_variable_counts_as_missing(monkeypatch) -> None:
         {"max_retries": -1},
         {"max_tokens": 0},
         {"requests_per_minute": 0},
+        {"tokens_per_minute": -5},
         {"backoff_base": -1.0},
         {"token_limit_name": "max_output_tokens"},
     ],

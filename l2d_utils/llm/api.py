@@ -18,6 +18,7 @@ never logs it.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import re
@@ -109,22 +110,54 @@ def _retry_after_seconds(error: Exception) -> float | None:
         return None
 
 
-class _RequestSpacer:
-    """Space request starts at least ``60 / requests_per_minute`` seconds apart, across threads."""
+def estimate_request_tokens(messages: Sequence[Mapping[str, str]], max_tokens: int) -> int:
+    """Estimate the tokens that one request uses: prompt characters / 4, rounded up, plus ``max_tokens``.
 
-    def __init__(self, requests_per_minute: float | None) -> None:
-        self.interval = 60.0 / requests_per_minute if requests_per_minute else 0.0
+    Four characters per token is a rule of thumb for English text, not a
+    tokenizer count, so the result is an estimate. Counting ``max_tokens`` in
+    full makes the estimate an upper bound for the reply.
+    """
+    characters = sum(len(message["content"]) for message in messages)
+    return math.ceil(characters / 4) + max_tokens
+
+
+class _RateLimiter:
+    """Space request starts to stay under a request rate and a token rate, across threads.
+
+    Each start moves the earliest next start ``60 / requests_per_minute``
+    seconds later, and a separate earliest next start
+    ``tokens / (tokens_per_minute / 60)`` seconds later. There is no burst
+    allowance: starts are spread evenly, not sent at the top of each minute. Once a response
+    reports its real usage, :meth:`correct` moves the token schedule by the
+    difference to the estimate, which speeds up or slows down the starts that
+    have not been scheduled yet.
+    """
+
+    def __init__(self, requests_per_minute: float | None, tokens_per_minute: float | None) -> None:
+        self.request_interval = 60.0 / requests_per_minute if requests_per_minute else 0.0
+        self.tokens_per_second = tokens_per_minute / 60.0 if tokens_per_minute else 0.0
         self._lock = threading.Lock()
-        self._next_start = 0.0
+        self._next_request_start = 0.0
+        self._next_token_start = 0.0
 
-    def wait_turn(self, stop: threading.Event) -> None:
-        if self.interval == 0.0:
+    def wait_turn(self, estimated_tokens: int, stop: threading.Event) -> None:
+        """Reserve a start for a request of ``estimated_tokens`` and sleep until it, or until ``stop`` is set."""
+        if self.request_interval == 0.0 and self.tokens_per_second == 0.0:
             return
         with self._lock:
             now = time.monotonic()
-            start = max(now, self._next_start)
-            self._next_start = start + self.interval
+            start = max(now, self._next_request_start, self._next_token_start)
+            self._next_request_start = start + self.request_interval
+            if self.tokens_per_second:
+                self._next_token_start = start + estimated_tokens / self.tokens_per_second
         stop.wait(start - now)
+
+    def correct(self, estimated_tokens: int, used_tokens: int) -> None:
+        """Replace a reserved estimate with the tokens that the response reports."""
+        if self.tokens_per_second == 0.0:
+            return
+        with self._lock:
+            self._next_token_start += (used_tokens - estimated_tokens) / self.tokens_per_second
 
 
 class _ChatCompletionsBackend(LLMBackend):
@@ -150,6 +183,7 @@ class _ChatCompletionsBackend(LLMBackend):
         backoff_base: float,
         backoff_max: float,
         requests_per_minute: float | None,
+        tokens_per_minute: float | None,
         show_progress: bool,
     ) -> None:
         super().__init__(provider, model, cache)
@@ -163,6 +197,8 @@ class _ChatCompletionsBackend(LLMBackend):
             raise ValueError(f"backoff_base and backoff_max must be 0 or more, got {backoff_base} and {backoff_max}.")
         if requests_per_minute is not None and requests_per_minute <= 0:
             raise ValueError(f"requests_per_minute must be positive or None, got {requests_per_minute}.")
+        if tokens_per_minute is not None and tokens_per_minute <= 0:
+            raise ValueError(f"tokens_per_minute must be positive or None, got {tokens_per_minute}.")
         if token_limit_name not in (None, "max_tokens", "max_completion_tokens"):
             raise ValueError(f"token_limit_name must be 'max_tokens', 'max_completion_tokens' or None, got {token_limit_name!r}.")
 
@@ -177,8 +213,9 @@ class _ChatCompletionsBackend(LLMBackend):
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.requests_per_minute = requests_per_minute
+        self.tokens_per_minute = tokens_per_minute
         self.show_progress = show_progress
-        self._spacer = _RequestSpacer(requests_per_minute)
+        self._rate_limiter = _RateLimiter(requests_per_minute, tokens_per_minute)
         self._log_lock = threading.Lock()
         self._retries_logged = 0
 
@@ -200,15 +237,20 @@ class _ChatCompletionsBackend(LLMBackend):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model!r}, base_url={self.base_url!r}, parameters={dict(self.parameters)!r})"
 
-    def _request_arguments(self, messages: list[dict[str, str]]) -> dict[str, Any]:
-        arguments: dict[str, Any] = {"model": self.model, "messages": messages, self.token_limit_name: self.max_tokens}
+    def request_body(self, messages: list[dict[str, str]]) -> dict[str, Any]:
+        """Return the JSON body of the Chat Completions request for ``messages``.
+
+        The request loop sends exactly this body, and :mod:`l2d_utils.llm.batch`
+        writes it into Batch API request files.
+        """
+        body: dict[str, Any] = {"model": self.model, "messages": messages, self.token_limit_name: self.max_tokens}
         if self.temperature is not None:
-            arguments["temperature"] = self.temperature
+            body["temperature"] = self.temperature
         if self.seed is not None:
-            arguments["seed"] = self.seed
+            body["seed"] = self.seed
         if self.reasoning_effort is not None:
-            arguments["reasoning_effort"] = self.reasoning_effort
-        return arguments
+            body["reasoning_effort"] = self.reasoning_effort
+        return body
 
     def _backoff_seconds(self, attempt: int, error: Exception) -> float:
         """Return the wait before retry number ``attempt`` (1-based).
@@ -259,17 +301,20 @@ class _ChatCompletionsBackend(LLMBackend):
         """Send one request with retries and return the parsed response and its finish_reason.
 
         ``latency_ms`` is the wall time of the attempt that succeeded, without
-        earlier attempts or backoff waits.
+        earlier attempts or backoff waits. Every attempt reserves the estimated
+        tokens under ``tokens_per_minute``, and only the attempt that succeeded
+        replaces its estimate with the reported usage.
         """
-        arguments = self._request_arguments(messages)
+        body = self.request_body(messages)
+        estimated_tokens = estimate_request_tokens(messages, self.max_tokens)
         attempt = 0
         while True:
             attempt += 1
-            self._spacer.wait_turn(stop)
+            self._rate_limiter.wait_turn(estimated_tokens, stop)
             created_at = time.time()
             started = time.perf_counter()
             try:
-                completion = self._client.chat.completions.create(**arguments)
+                completion = self._client.chat.completions.create(**body)
             except openai.OpenAIError as error:
                 if not _is_retryable(error) or attempt > self.max_retries or stop.is_set():
                     raise
@@ -290,6 +335,8 @@ class _ChatCompletionsBackend(LLMBackend):
             # an empty reply, which parses as unparseable.
             raw_reply = choice.message.content or ""
         usage = completion.usage
+        if usage is not None and usage.prompt_tokens is not None and usage.completion_tokens is not None:
+            self._rate_limiter.correct(estimated_tokens, usage.prompt_tokens + usage.completion_tokens)
         return CachedResponse(
             raw_reply=raw_reply,
             label=parse_label(raw_reply, answers, class_names),
@@ -456,6 +503,12 @@ class OpenAIBackend(_ChatCompletionsBackend):
         backoff_max: Maximum wait between two attempts in seconds.
         requests_per_minute: Maximum request starts per minute, retries included.
             ``None`` means no limit.
+        tokens_per_minute: Maximum tokens per minute, retries included. ``None``
+            means no limit. A request is budgeted before it starts at an
+            estimate (prompt characters / 4 plus ``max_tokens``, see
+            :func:`estimate_request_tokens`), which is replaced by the usage that
+            the response reports. Starts are spread evenly, without a burst at
+            the start of each minute.
         show_progress: Show a tqdm progress bar.
     """
 
@@ -477,6 +530,7 @@ class OpenAIBackend(_ChatCompletionsBackend):
         backoff_base: float = 1.0,
         backoff_max: float = 60.0,
         requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
         show_progress: bool = True,
     ) -> None:
         resolved_key = _setting(api_key, "OPENAI_API_KEY")
@@ -508,6 +562,7 @@ class OpenAIBackend(_ChatCompletionsBackend):
             backoff_base=backoff_base,
             backoff_max=backoff_max,
             requests_per_minute=requests_per_minute,
+            tokens_per_minute=tokens_per_minute,
             show_progress=show_progress,
         )
 
@@ -551,6 +606,7 @@ class AzureOpenAIBackend(_ChatCompletionsBackend):
         backoff_base: float = 1.0,
         backoff_max: float = 60.0,
         requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
         show_progress: bool = True,
     ) -> None:
         resolved_endpoint = _setting(azure_endpoint, "AZURE_OPENAI_ENDPOINT")
@@ -588,6 +644,7 @@ class AzureOpenAIBackend(_ChatCompletionsBackend):
             backoff_base=backoff_base,
             backoff_max=backoff_max,
             requests_per_minute=requests_per_minute,
+            tokens_per_minute=tokens_per_minute,
             show_progress=show_progress,
         )
         self.api_version = resolved_version

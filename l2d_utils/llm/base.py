@@ -24,6 +24,11 @@ logger = logging.getLogger(__name__)
 UNPARSEABLE = -1
 
 
+def template_id(template: PromptTemplate) -> str:
+    """Return the ``name:version:fingerprint`` identifier of a template, as stored in cache keys and records."""
+    return f"{template.name}:{template.version}:{template.fingerprint()}"
+
+
 @dataclass(frozen=True)
 class LLMResult:
     """One classified sentence.
@@ -86,9 +91,9 @@ class LLMBackend(ABC):
     def _classify_uncached(self, texts: Sequence[str], template: PromptTemplate, on_result) -> None:
         """Classify ``texts`` and call ``on_result(position, response)`` for each, as soon as it is known."""
 
-    def _key(self, text: str, template: PromptTemplate) -> str:
-        template_id = f"{template.name}:{template.version}:{template.fingerprint()}"
-        return request_key(self.provider, self.model, template_id, template.messages(text), self.parameters)
+    def cache_key(self, text: str, template: PromptTemplate) -> str:
+        """Return the response-cache key of classifying ``text`` with ``template`` on this backend."""
+        return request_key(self.provider, self.model, template_id(template), template.messages(text), self.parameters)
 
     def classify(self, texts: Sequence[str], template: PromptTemplate) -> list[LLMResult]:
         """Classify sentences, reading the cache first and storing every new result.
@@ -102,7 +107,7 @@ class LLMBackend(ABC):
         """
         texts = list(texts)
         results: list[LLMResult | None] = [None] * len(texts)
-        keys = [self._key(text, template) for text in texts]
+        keys = [self.cache_key(text, template) for text in texts]
         misses: list[int] = []
         for position, key in enumerate(keys):
             stored = self.cache.get(key) if self.cache is not None else None
@@ -113,12 +118,12 @@ class LLMBackend(ABC):
         logger.info(
             "%s/%s: %d of %d sentences cached, %d to call", self.provider, self.model, len(texts) - len(misses), len(texts), len(misses)
         )
-        template_id = f"{template.name}:{template.version}:{template.fingerprint()}"
+        stored_template_id = template_id(template)
 
         def on_result(miss_index: int, response: CachedResponse) -> None:
             position = misses[miss_index]
             if self.cache is not None:
-                self.cache.put(keys[position], response, self.provider, self.model, template_id)
+                self.cache.put(keys[position], response, self.provider, self.model, stored_template_id)
             results[position] = LLMResult.from_cached(response, cached=False)
 
         if misses:

@@ -132,6 +132,12 @@ class ResponseCache:
         probabilities = tuple(json.loads(row[2])) if row[2] is not None else None
         return CachedResponse(row[0], int(row[1]), probabilities, row[3], row[4], float(row[5]), row[6], float(row[7]))
 
+    def __contains__(self, key: object) -> bool:
+        """Return True when ``key`` is stored. Unlike :meth:`get`, it does not raise on a miss in a replay-only cache."""
+        with self._lock:
+            row = self._connection.execute("SELECT 1 FROM responses WHERE key = ?", (key,)).fetchone()
+        return row is not None
+
     def put(
         self,
         key: str,

@@ -88,6 +88,8 @@ def load_causal_lm(model: str, dtype: torch.dtype = torch.bfloat16):
     started = time.monotonic()
     tokenizer = AutoTokenizer.from_pretrained(source)
     network = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+    if torch.cuda.is_available():
+        network = network.to("cuda")
     network.eval()
     logger.info("Loaded %s in %.1f s", model, time.monotonic() - started)
     return tokenizer, network
@@ -176,8 +178,8 @@ class LocalBackend(LLMBackend):
         logits = np.zeros((len(texts), len(answer_ids)))
         for row, text in enumerate(texts):
             prefix_ids, suffix_ids = self.render(template, text)
-            output = self._network(torch.tensor([prefix_ids + suffix_ids]))
-            logits[row] = output.logits[0, -1, answer_ids].float().numpy()
+            output = self._network(torch.tensor([prefix_ids + suffix_ids], device=self._network.device))
+            logits[row] = output.logits[0, -1, answer_ids].float().cpu().numpy()
         return logits
 
     @torch.no_grad()
@@ -191,7 +193,7 @@ class LocalBackend(LLMBackend):
         batch_size = batch_size or self.batch_size
         answer_ids = self.answer_token_ids(template)
         prefix_ids, _ = self.render(template, "x")
-        prefix_output = self._network(torch.tensor([prefix_ids]), use_cache=True)
+        prefix_output = self._network(torch.tensor([prefix_ids], device=self._network.device), use_cache=True)
         prefix_cache = prefix_output.cache
         pad_id = self._tokenizer.pad_token_id if self._tokenizer.pad_token_id is not None else 0
 
@@ -200,14 +202,14 @@ class LocalBackend(LLMBackend):
             suffixes = [self.render(template, text)[1] for text in texts[start : start + batch_size]]
             lengths = [len(suffix) for suffix in suffixes]
             width = max(lengths)
-            input_ids = torch.tensor([suffix + [pad_id] * (width - len(suffix)) for suffix in suffixes])
+            input_ids = torch.tensor([suffix + [pad_id] * (width - len(suffix)) for suffix in suffixes], device=self._network.device)
             cache = copy.deepcopy(prefix_cache)
             if len(suffixes) > 1:
                 cache.batch_repeat_interleave(len(suffixes))
             output = self._network(input_ids, cache=cache, use_cache=True)
-            last = torch.tensor(lengths) - 1
-            rows = output.logits[torch.arange(len(suffixes)), last][:, answer_ids]
-            logits[start : start + len(suffixes)] = rows.float().numpy()
+            last = torch.tensor(lengths, device=input_ids.device) - 1
+            rows = output.logits[torch.arange(len(suffixes), device=input_ids.device), last][:, answer_ids]
+            logits[start : start + len(suffixes)] = rows.float().cpu().numpy()
         return logits
 
     def _classify_uncached(self, texts: Sequence[str], template: PromptTemplate, on_result) -> None:

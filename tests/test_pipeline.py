@@ -1,0 +1,49 @@
+"""The cached pipeline steps that chapters call."""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import pytest
+
+from l2d_utils.config import get_profile
+from l2d_utils.llm.cache import CacheMissError
+from l2d_utils.pipeline import ade_splits, llm_predictions, write_results
+
+needs_data = pytest.mark.skipif(not os.environ.get("L2D_DATA_DIR"), reason="set L2D_DATA_DIR to the folder holding ade_corpus_v2/")
+
+
+@pytest.fixture
+def isolated_folders(tmp_path, monkeypatch):
+    monkeypatch.setenv("L2D_ARTIFACTS_DIR", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("L2D_RESULTS_DIR", str(tmp_path / "results"))
+    return tmp_path
+
+
+def test_replay_only_raises_on_cold_cache(isolated_folders, monkeypatch):
+    monkeypatch.setenv("L2D_LLM_REPLAY_ONLY", "1")
+    rows = pd.DataFrame({"row_id": [0], "text": ["Fatal hepatitis due to ketoconazole."]})
+    with pytest.raises(CacheMissError, match="replay-only"):
+        llm_predictions(get_profile("smoke"), rows)
+
+
+def test_write_results_uses_profile_folder(isolated_folders):
+    path = write_results(pd.DataFrame({"method": ["l2d"], "f1": [0.5]}), get_profile("smoke"), "table")
+    assert path == isolated_folders / "results" / "smoke" / "table.csv"
+    assert pd.read_csv(path)["method"].tolist() == ["l2d"]
+
+
+@needs_data
+def test_smoke_splits_sizes():
+    splits = ade_splits(get_profile("smoke"))
+    assert len(splits) == 900
+    assert int(splits["in_llm_subset"].sum()) == 48
+    assert set(splits.loc[splits["in_llm_subset"], "split"]) == {"test"}
+
+
+@needs_data
+def test_laptop_splits_match_paper():
+    splits = ade_splits(get_profile("laptop"))
+    assert splits["split"].value_counts().to_dict() == {"train": 16461, "validation": 3528, "test": 3527}
+    assert int(splits["in_llm_subset"].sum()) == 500
