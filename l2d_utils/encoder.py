@@ -101,7 +101,8 @@ def _predict_with(model, tokenizer, texts: Sequence[str], max_length: int, batch
     order = np.argsort(lengths, kind="stable")
     probabilities = np.zeros((len(texts), model.config.num_labels), dtype=np.float64)
     starts = range(0, len(texts), batch_size)
-    for start in tqdm(starts, desc=progress, disable=progress is None, leave=False):
+    # disable=None lets tqdm hide the bar when stderr is not a terminal, as in executed notebooks.
+    for start in tqdm(starts, desc=progress, disable=True if progress is None else None, leave=False):
         index = order[start : start + batch_size]
         inputs = _encode(tokenizer, [texts[i] for i in index], max_length, model.device)
         logits = model(**inputs).logits.float()

@@ -193,6 +193,8 @@ def linear_redundancy(features: pd.DataFrame, columns: Sequence[str] = UNCERTAIN
         total = float(np.sum(standardized[:, index] ** 2))
         rows.append({"feature": name, "r_squared_from_others": 1.0 - float(residual @ residual) / total if total else float("nan")})
     table = pd.DataFrame(rows)
-    table["rank"] = int(np.linalg.matrix_rank(standardized, tol=1e-8))
+    # Probabilities from a float32 softmax make exact identities hold only to
+    # about 1e-7, so singular values below 1e-6 per unit column norm count as zero.
+    table["rank"] = int(np.linalg.matrix_rank(standardized, tol=1e-6 * np.sqrt(len(standardized))))
     table["columns"] = len(columns)
     return table

@@ -363,7 +363,7 @@ class _ChatCompletionsBackend(LLMBackend):
         next_position = 0
         in_flight: dict[Future, int] = {}
 
-        progress = tqdm(total=len(texts), desc=f"{self.provider}/{self.model}", unit="request", disable=not self.show_progress)
+        progress = tqdm(total=len(texts), desc=f"{self.provider}/{self.model}", unit="request", disable=None if self.show_progress else True)
         pool = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix=f"{self.provider}-request")
 
         def submit_next() -> None:
