@@ -10,6 +10,7 @@ import pytest
 from l2d_utils.config import get_profile
 from l2d_utils.llm.cache import CacheMissError
 from l2d_utils.pipeline import ade_splits, llm_predictions, write_results
+from test_llm_api import isolated_environment, server  # noqa: F401 because pytest injects these fixtures by name
 
 needs_data = pytest.mark.skipif(not os.environ.get("L2D_DATA_DIR"), reason="set L2D_DATA_DIR to the folder holding ade_corpus_v2/")
 
@@ -47,3 +48,21 @@ def test_laptop_splits_match_paper():
     splits = ade_splits(get_profile("laptop"))
     assert splits["split"].value_counts().to_dict() == {"train": 16461, "validation": 3528, "test": 3527}
     assert int(splits["in_llm_subset"].sum()) == 500
+
+
+
+def test_paper_profile_labels_through_azure(isolated_folders, server, monkeypatch):
+    """The paper profile's LLM settings reach an Azure deployment as the API expects."""
+    monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", server.root_url)
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", "test-key-not-secret")
+    monkeypatch.setenv("OPENAI_API_VERSION", "2024-10-21")
+    rows = pd.DataFrame({"row_id": [3, 7], "text": ["Vancomycin-induced nephrotoxicity.", "Serum sodium was measured weekly."]})
+
+    labels = llm_predictions(get_profile("paper"), rows)
+
+    request = server.state.requests[0]
+    assert labels["llm_label"].tolist() == [1, 0]
+    assert request.path == "/openai/deployments/gpt-5-nano/chat/completions"
+    assert request.body["max_completion_tokens"] == 512
+    assert request.body["reasoning_effort"] == "minimal"
+    assert "temperature" not in request.body
