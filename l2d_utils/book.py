@@ -104,8 +104,6 @@ def stage_book(root: Path, executed: Path, staging: Path, chapters: list[str]) -
     for name in BOOK_FILES:
         if (root / name).is_file():
             shutil.copy2(root / name, staging / name)
-    if (root / "images").is_dir():
-        shutil.copytree(root / "images", staging / "images")
     for chapter in chapters:
         source = executed / f"{chapter}.ipynb"
         target = staging / f"{chapter}.ipynb"
@@ -191,7 +189,13 @@ def run(profile: str, only: list[str] | None, build: bool, strict: bool, output_
         try:
             seconds = execute_chapter(root, chapter, executed / f"{chapter}.ipynb", profile)
         except papermill.PapermillExecutionError as error:
-            logger.error("Chapter %s failed: %s. The partly executed notebook is %s", chapter, error.ename, executed / f"{chapter}.ipynb")
+            logger.error(
+                "Chapter %s failed with %s: %s. The partly executed notebook is %s",
+                chapter,
+                error.ename,
+                error.evalue,
+                executed / f"{chapter}.ipynb",
+            )
             return 1
         timings.setdefault("chapters", {})[chapter] = round(seconds, 1)
         timings_path.parent.mkdir(parents=True, exist_ok=True)
@@ -207,7 +211,11 @@ def run(profile: str, only: list[str] | None, build: bool, strict: bool, output_
             logger.error("Cannot build the book: chapters %s were never executed with profile %s", missing, profile)
             return 1
         stage_book(root, executed, output_root / "_build" / "book_source", chapters)
-        build_html(output_root / "_build" / "book_source", output_root, strict)
+        try:
+            build_html(output_root / "_build" / "book_source", output_root, strict)
+        except subprocess.CalledProcessError as error:
+            logger.error("jupyter-book build failed with exit code %d; its messages are above", error.returncode)
+            return 1
         logger.info("Book written to %s", output_root / "_build" / "html" / "index.html")
     return 0
 
