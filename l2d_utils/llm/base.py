@@ -4,6 +4,7 @@ A backend classifies sentences with a :class:`~l2d_utils.llm.prompts.PromptTempl
 and returns one :class:`LLMResult` per sentence. Results come from the response
 cache when present; :meth:`LLMBackend.classify` only sends the misses to the
 backend's ``_classify_uncached`` and stores each result as soon as it is known.
+:meth:`LLMBackend.classify_each` does the same with one template per sentence.
 """
 
 from __future__ import annotations
@@ -106,32 +107,89 @@ class LLMBackend(ABC):
             N results in input order.
         """
         texts = list(texts)
+        return self.classify_each(texts, [template] * len(texts))
+
+    def classify_each(self, texts: Sequence[str], templates: Sequence[PromptTemplate]) -> list[LLMResult]:
+        """Classify each sentence with its own template, reading the cache first and storing every new result.
+
+        Sentences whose results are not cached are grouped by :func:`template_id`,
+        and each group goes to ``_classify_uncached`` in one call, in order of
+        the group's first sentence. A template per input, as with retrieved
+        few-shot examples, therefore means one backend call per input.
+
+        NOTE: Backends parallelize and batch only within one call, so
+        per-input templates run one request at a time on the API backends and
+        without batching or a shared key/value prefix on the local backend.
+
+        Args:
+            texts: Sentences, length N.
+            templates: Prompt templates, length N; ``templates[i]`` classifies ``texts[i]``.
+
+        Returns:
+            N results in input order.
+
+        Raises:
+            ValueError: When ``texts`` and ``templates`` differ in length.
+            RuntimeError: When the backend reported no result for some sentence.
+
+        An error raised by the backend propagates unchanged, after the results
+        of earlier groups and those the failing call reported are stored.
+        Positions in such an error count from the start of that group's
+        uncached sentences.
+        """
+        texts = list(texts)
+        templates = list(templates)
+        if len(texts) != len(templates):
+            raise ValueError(f"Got {len(texts)} texts and {len(templates)} templates; pass one template per text.")
+
+        template_ids = [template_id(template) for template in templates]
+
         results: list[LLMResult | None] = [None] * len(texts)
-        keys = [self.cache_key(text, template) for text in texts]
-        misses: list[int] = []
+        keys = [self.cache_key(text, template) for text, template in zip(texts, templates)]
+        misses_by_template: dict[str, list[int]] = {}
         for position, key in enumerate(keys):
             stored = self.cache.get(key) if self.cache is not None else None
             if stored is None:
-                misses.append(position)
+                misses_by_template.setdefault(template_ids[position], []).append(position)
             else:
                 results[position] = LLMResult.from_cached(stored)
+        miss_count = sum(len(positions) for positions in misses_by_template.values())
         logger.info(
-            "%s/%s: %d of %d sentences cached, %d to call", self.provider, self.model, len(texts) - len(misses), len(texts), len(misses)
+            "%s/%s: %d of %d sentences cached, %d to call with %d templates",
+            self.provider,
+            self.model,
+            len(texts) - miss_count,
+            len(texts),
+            miss_count,
+            len(misses_by_template),
         )
-        stored_template_id = template_id(template)
 
-        def on_result(miss_index: int, response: CachedResponse) -> None:
-            position = misses[miss_index]
-            if self.cache is not None:
-                self.cache.put(keys[position], response, self.provider, self.model, stored_template_id)
-            results[position] = LLMResult.from_cached(response, cached=False)
+        for stored_template_id, positions in misses_by_template.items():
+            self._classify_group(texts, templates[positions[0]], stored_template_id, positions, keys, results)
 
-        if misses:
-            self._classify_uncached([texts[i] for i in misses], template, on_result)
         unfinished = [i for i, result in enumerate(results) if result is None]
         if unfinished:
             raise RuntimeError(f"The backend returned no result for {len(unfinished)} sentences (positions {unfinished[:10]}…).")
         return results  # type: ignore[return-value]
+
+    def _classify_group(
+        self,
+        texts: list[str],
+        template: PromptTemplate,
+        stored_template_id: str,
+        positions: list[int],
+        keys: list[str],
+        results: list[LLMResult | None],
+    ) -> None:
+        """Send the uncached sentences at ``positions`` to the backend with one template, filling ``results``."""
+
+        def on_result(miss_index: int, response: CachedResponse) -> None:
+            position = positions[miss_index]
+            if self.cache is not None:
+                self.cache.put(keys[position], response, self.provider, self.model, stored_template_id)
+            results[position] = LLMResult.from_cached(response, cached=False)
+
+        self._classify_uncached([texts[i] for i in positions], template, on_result)
 
 
 def results_frame(results: Sequence[LLMResult]):
