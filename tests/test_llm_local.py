@@ -81,3 +81,25 @@ def test_multi_token_answer_is_rejected(backend):
     template = PromptTemplate("long", "1", "Answer.", (), ("EFFECTIVE", "ADVERSE"), ("effective", "adverse"))
     with pytest.raises(ValueError, match="single-token"):
         backend.answer_token_ids(template)
+
+
+def test_full_prompt_batches_match_plain_scoring(backend):
+    other = PromptTemplate(
+        "ade-other", "1", ADE_PAPER_PROMPT.system, ADE_PAPER_PROMPT.examples[:2], ADE_PAPER_PROMPT.answers, ADE_PAPER_PROMPT.class_names
+    )
+    templates = [ADE_PAPER_PROMPT, other, ADE_PAPER_PROMPT, other]
+    batched = softmax(backend.score_full(SENTENCES[:4], templates, batch_size=4))
+    one_by_one = np.vstack([softmax(backend.score_plain([text], template)) for text, template in zip(SENTENCES[:4], templates)])
+    assert np.abs(batched - one_by_one).max() <= PROBABILITY_TOLERANCE
+
+
+def test_classify_each_scores_mixed_templates(backend, tmp_path):
+    other = PromptTemplate(
+        "ade-other", "1", ADE_PAPER_PROMPT.system, ADE_PAPER_PROMPT.examples[:2], ADE_PAPER_PROMPT.answers, ADE_PAPER_PROMPT.class_names
+    )
+    cached_backend = LocalBackend(PACKAGED_QWEN, cache=ResponseCache(tmp_path / "cache.sqlite"), batch_size=4)
+    cached_backend._tokenizer, cached_backend._network = backend._tokenizer, backend._network
+    results = cached_backend.classify_each(SENTENCES[:4], [ADE_PAPER_PROMPT, other, other, ADE_PAPER_PROMPT])
+    assert len(results) == 4
+    assert all(not result.cached for result in results)
+    assert all(result.cached for result in cached_backend.classify_each(SENTENCES[:4], [ADE_PAPER_PROMPT, other, other, ADE_PAPER_PROMPT]))

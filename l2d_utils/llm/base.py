@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -112,14 +112,13 @@ class LLMBackend(ABC):
     def classify_each(self, texts: Sequence[str], templates: Sequence[PromptTemplate]) -> list[LLMResult]:
         """Classify each sentence with its own template, reading the cache first and storing every new result.
 
-        Sentences whose results are not cached are grouped by :func:`template_id`,
-        and each group goes to ``_classify_uncached`` in one call, in order of
-        the group's first sentence. A template per input, as with retrieved
-        few-shot examples, therefore means one backend call per input.
+        Sentences whose results are not cached are grouped by :func:`template_id`
+        and passed to ``_classify_uncached_each``. By default that makes one
+        ``_classify_uncached`` call per template; the local backend overrides it
+        to batch sentences across templates.
 
-        NOTE: Backends parallelize and batch only within one call, so
-        per-input templates run one request at a time on the API backends and
-        without batching or a shared key/value prefix on the local backend.
+        NOTE: The API backends keep the default, so per-input templates (as with
+        retrieved few-shot examples) run one request at a time there.
 
         Args:
             texts: Sentences, length N.
@@ -164,32 +163,45 @@ class LLMBackend(ABC):
             len(misses_by_template),
         )
 
-        for stored_template_id, positions in misses_by_template.items():
-            self._classify_group(texts, templates[positions[0]], stored_template_id, positions, keys, results)
+        miss_positions = [position for positions in misses_by_template.values() for position in positions]
+        if miss_positions:
+
+            def on_result(miss_index: int, response: CachedResponse) -> None:
+                position = miss_positions[miss_index]
+                if self.cache is not None:
+                    self.cache.put(keys[position], response, self.provider, self.model, template_ids[position])
+                results[position] = LLMResult.from_cached(response, cached=False)
+
+            self._classify_uncached_each(
+                [texts[i] for i in miss_positions], [templates[i] for i in miss_positions], on_result
+            )
 
         unfinished = [i for i, result in enumerate(results) if result is None]
         if unfinished:
             raise RuntimeError(f"The backend returned no result for {len(unfinished)} sentences (positions {unfinished[:10]}…).")
         return results  # type: ignore[return-value]
 
-    def _classify_group(
-        self,
-        texts: list[str],
-        template: PromptTemplate,
-        stored_template_id: str,
-        positions: list[int],
-        keys: list[str],
-        results: list[LLMResult | None],
+    def _classify_uncached_each(
+        self, texts: Sequence[str], templates: Sequence[PromptTemplate], on_result: Callable[[int, CachedResponse], None]
     ) -> None:
-        """Send the uncached sentences at ``positions`` to the backend with one template, filling ``results``."""
+        """Classify uncached sentences, each with its own template.
 
-        def on_result(miss_index: int, response: CachedResponse) -> None:
-            position = positions[miss_index]
-            if self.cache is not None:
-                self.cache.put(keys[position], response, self.provider, self.model, stored_template_id)
-            results[position] = LLMResult.from_cached(response, cached=False)
+        This default sends each run of sentences that share a template to
+        ``_classify_uncached`` in one call; ``texts`` arrive grouped by template.
+        Backends that can batch or parallelize across templates override it.
+        """
+        identities = [template_id(template) for template in templates]
+        start = 0
+        while start < len(texts):
+            end = start + 1
+            while end < len(texts) and identities[end] == identities[start]:
+                end += 1
 
-        self._classify_uncached([texts[i] for i in positions], template, on_result)
+            def shifted(index: int, response: CachedResponse, offset: int = start) -> None:
+                on_result(offset + index, response)
+
+            self._classify_uncached(texts[start:end], templates[start], shifted)
+            start = end
 
 
 def results_frame(results: Sequence[LLMResult]):

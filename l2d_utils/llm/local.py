@@ -212,28 +212,67 @@ class LocalBackend(LLMBackend):
             logits[start : start + len(suffixes)] = rows.float().cpu().numpy()
         return logits
 
-    def _classify_uncached(self, texts: Sequence[str], template: PromptTemplate, on_result) -> None:
+    @torch.no_grad()
+    def score_full(self, texts: Sequence[str], templates: Sequence[PromptTemplate], batch_size: int | None = None) -> np.ndarray:
+        """Score inputs that each have their own template, in right-padded batches of whole prompts.
+
+        Used when templates differ per input (retrieved few-shot examples), so
+        no key/value prefix can be shared.
+
+        Returns:
+            Answer logits, shape ``(len(texts), number of answers)``.
+
+        Raises:
+            ValueError: When the templates do not share the same answers.
+        """
         self._load()
-        prefix_length = len(self.render(template, "x")[0])
+        if len({template.answers for template in templates}) > 1:
+            raise ValueError("score_full needs templates with the same answers; group inputs by answer set first.")
+        batch_size = batch_size or self.batch_size
+        answer_ids = self.answer_token_ids(templates[0])
+        pad_id = self._tokenizer.pad_token_id if self._tokenizer.pad_token_id is not None else 0
+        logits = np.zeros((len(texts), len(answer_ids)))
+        for start in range(0, len(texts), batch_size):
+            prompts = [sum(self.render(template, text), []) for text, template in zip(texts[start : start + batch_size], templates[start : start + batch_size])]
+            lengths = [len(prompt) for prompt in prompts]
+            width = max(lengths)
+            input_ids = torch.tensor([prompt + [pad_id] * (width - len(prompt)) for prompt in prompts], device=self._network.device)
+            output = self._network(input_ids)
+            last = torch.tensor(lengths, device=input_ids.device) - 1
+            rows = output.logits[torch.arange(len(prompts), device=input_ids.device), last][:, answer_ids]
+            logits[start : start + len(prompts)] = rows.float().cpu().numpy()
+        return logits
+
+    def _classify_uncached(self, texts: Sequence[str], template: PromptTemplate, on_result) -> None:
+        self._classify_uncached_each(texts, [template] * len(texts), on_result)
+
+    def _classify_uncached_each(self, texts: Sequence[str], templates: Sequence[PromptTemplate], on_result) -> None:
+        """Score uncached inputs in batches; one shared template uses the prefix cache."""
+        self._load()
+        shared = len({template.fingerprint() for template in templates}) == 1
         bar = tqdm(total=len(texts), desc=f"{self.model.split(':')[-1]} scoring", leave=False)
         for start in range(0, len(texts), self.batch_size):
             batch = list(texts[start : start + self.batch_size])
+            batch_templates = list(templates[start : start + self.batch_size])
             started = time.monotonic()
-            if self.use_prefix_cache:
-                logits = self.score_cached(batch, template, batch_size=len(batch))
+            if shared and self.use_prefix_cache:
+                logits = self.score_cached(batch, batch_templates[0], batch_size=len(batch))
+            elif shared:
+                logits = self.score_plain(batch, batch_templates[0])
             else:
-                logits = self.score_plain(batch, template)
+                logits = self.score_full(batch, batch_templates, batch_size=len(batch))
             elapsed_ms = 1000.0 * (time.monotonic() - started) / len(batch)
             probabilities = softmax(logits)
-            for offset, text in enumerate(batch):
+            for offset, (text, template) in enumerate(zip(batch, batch_templates)):
                 label = int(np.argmax(logits[offset]))
+                prefix_ids, suffix_ids = self.render(template, text)
                 on_result(
                     start + offset,
                     CachedResponse(
                         raw_reply=template.answers[label],
                         label=label,
                         probabilities=tuple(float(p) for p in probabilities[offset]),
-                        prompt_tokens=prefix_length + len(self.render(template, text)[1]),
+                        prompt_tokens=len(prefix_ids) + len(suffix_ids),
                         completion_tokens=0,
                         latency_ms=elapsed_ms,
                         request_id=None,
