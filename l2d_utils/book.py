@@ -43,7 +43,7 @@ from l2d_utils.config import (
     data_dir,
     get_profile,
 )
-from l2d_utils.data import ReleaseFileError, check_release
+from l2d_utils.data import ReleaseFileError, load_ade_corpus
 from l2d_utils.models import MissingModelError, check_packaged_llm, is_packaged_llm, packaged_minilm_path
 
 logger = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def execute_chapter(root: Path, chapter: str, output: Path, profile: str, kernel
         kernel_name=kernel,
         cwd=str(root),
         progress_bar=False,
-        log_output=False,
+        log_output=True,
     )
     return time.monotonic() - started
 
@@ -147,6 +147,24 @@ def environment_summary() -> dict[str, object]:
     }
 
 
+def select_chapters(chapters: list[str], only: list[str] | None) -> list[str]:
+    """Return the chapters named in ``only`` (all when ``None``), in book order.
+
+    Names may be given as ``05_deferral_training``, ``chapters/05_deferral_training``
+    or ``chapters/05_deferral_training.md``.
+
+    Raises:
+        SystemExit: When a name matches no chapter, listing the valid names.
+    """
+    if only is None:
+        return chapters
+    wanted = {Path(name).with_suffix("").name if name.endswith(".md") else Path(name).name for name in only}
+    unknown = sorted(wanted - {Path(chapter).name for chapter in chapters})
+    if unknown:
+        raise SystemExit(f"No chapter named {unknown}; chapters are {[Path(chapter).name for chapter in chapters]}.")
+    return [chapter for chapter in chapters if Path(chapter).name in wanted]
+
+
 def check_inputs(profile: str) -> None:
     """Fail before any long work when the data or a packaged model is missing or damaged.
 
@@ -154,7 +172,7 @@ def check_inputs(profile: str) -> None:
         FileNotFoundError, ReleaseFileError, MissingModelError: With the path and the fix.
     """
     settings = get_profile(profile)
-    check_release(data_dir())
+    load_ade_corpus(data_dir())  # checks line counts and parses every line: under a second
     if settings.encoder.model == PACKAGED_MINILM:
         packaged_minilm_path()
     if settings.llm.backend == "local" and is_packaged_llm(settings.llm.model):
@@ -171,11 +189,11 @@ def run(profile: str, only: list[str] | None, build: bool, strict: bool, output_
     # Progress bars help in a terminal but clutter executed pages; the kernels inherit these.
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # Silence transformers' model-loading reports (such as the newly initialized classifier head) below error level.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
     chapters = chapter_files(root)
-    selected = [chapter for chapter in chapters if not only or Path(chapter).name in only or chapter in only]
-    if only and not selected:
-        raise SystemExit(f"No chapter matches {only}; chapters are {[Path(c).name for c in chapters]}.")
+    selected = select_chapters(chapters, only)
     executed = output_root / "_build" / "executed" / profile
     timings_path = executed / "timings.json"
     timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
@@ -197,7 +215,10 @@ def run(profile: str, only: list[str] | None, build: bool, strict: bool, output_
                 executed / f"{chapter}.ipynb",
             )
             return 1
-        timings.setdefault("chapters", {})[chapter] = round(seconds, 1)
+        timings.setdefault("chapters", {})[chapter] = {
+            "seconds": round(seconds, 1),
+            "finished_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        }
         timings_path.parent.mkdir(parents=True, exist_ok=True)
         timings_path.write_text(json.dumps(timings, indent=1))
         logger.info("%s done in %.1f s", chapter, seconds)
@@ -224,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description="Execute the L2D-Clinical chapters and build the HTML book.")
     parser.add_argument("--profile", default="laptop", choices=sorted(PROFILES), help="models and data sizes (default: laptop)")
-    parser.add_argument("--only", nargs="*", help="execute only these chapters, e.g. 03_llm_prompting")
+    parser.add_argument("--only", nargs="+", help="execute only these chapters, e.g. 03_llm_prompting")
     parser.add_argument("--no-build", action="store_true", help="execute chapters but do not build the HTML")
     parser.add_argument("--strict", action="store_true", help="turn Sphinx warnings into errors (-W -n --keep-going)")
     parser.add_argument(

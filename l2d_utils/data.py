@@ -191,7 +191,7 @@ def _check_release_file(path: Path) -> None:
         raise ReleaseFileError(
             f"{path} has {lines} lines; the ADE Corpus V2 release has {expected_lines}. "
             f"The file is truncated or not the original release. {_FIX} "
-            "To load a modified copy anyway, call load_ade_corpus(verify=False)."
+            "From Python, load_ade_corpus(verify=False) loads a modified copy anyway."
         )
     if sha256_of(path) != expected_sha:
         logger.warning("%s has the release's line count but not its sha256; using it as is", path)

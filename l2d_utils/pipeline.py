@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -53,17 +54,27 @@ def _rows_fingerprint(rows: pd.DataFrame) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def encoder_folder(profile: Profile, splits: pd.DataFrame) -> Path:
+    """Return the folder of the profile's fine-tuned encoder for these splits.
+
+    The name carries a hash of the fine-tuning settings and the split, so a
+    change to either starts a new run instead of clashing with a saved one.
+    """
+    payload = json.dumps({"settings": asdict(profile.encoder), "rows": _rows_fingerprint(splits)}, sort_keys=True)
+    return profile.artifacts_dir / f"encoder-{hashlib.sha256(payload.encode()).hexdigest()[:10]}"
+
+
 def encoder_predictions(profile: Profile, splits: pd.DataFrame) -> pd.DataFrame:
     """Fine-tune the profile's encoder if needed and return its validation and test probabilities.
 
-    The model and predictions live in ``<artifacts>/<profile>/encoder``; a
-    finished run is reused and an interrupted one resumes.
+    The model and predictions live in :func:`encoder_folder`; a finished run
+    is reused and an interrupted one resumes.
 
     Returns:
         Frame with ``row_id, split, text, label, p_negative, p_positive, bert_label,
         confidence`` for validation and test rows.
     """
-    folder = profile.artifacts_dir / "encoder"
+    folder = encoder_folder(profile, splits)
     predictions_path = folder / "predictions.parquet"
     metadata_path = folder / "predictions.json"
     train = splits[splits["split"] == "train"]
@@ -99,9 +110,9 @@ def encoder_predictions(profile: Profile, splits: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def encoder_run_info(profile: Profile) -> dict[str, object]:
+def encoder_run_info(profile: Profile, splits: pd.DataFrame) -> dict[str, object]:
     """Return the fine-tuning history and prediction speed saved by :func:`encoder_predictions`."""
-    folder = profile.artifacts_dir / "encoder"
+    folder = encoder_folder(profile, splits)
     state = load_state(folder)
     metadata_path = folder / "predictions.json"
     metadata = json.loads(metadata_path.read_text()) if metadata_path.is_file() else {}

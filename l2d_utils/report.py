@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 from typing import Any
 
 import numpy as np
@@ -18,3 +20,20 @@ def glue(name: str, value: Any, display: bool = False) -> None:
     if isinstance(value, np.generic):
         value = value.item()
     _myst_glue(name, value, display=display)
+
+
+def log_to_stderr(level: int = logging.INFO) -> None:
+    """Send ``l2d_utils`` log records to stderr inside a chapter's kernel.
+
+    The book runner copies each kernel's stderr into its own log (papermill
+    ``log_output``), so messages such as "Resuming fine-tuning" or "N of M
+    sentences cached" reach the terminal; the rendered pages drop stderr
+    (``nb_output_stderr: remove`` in ``_config.yml``).
+    """
+    package_logger = logging.getLogger("l2d_utils")
+    if not any(getattr(handler, "_l2d_stderr", False) for handler in package_logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler._l2d_stderr = True  # type: ignore[attr-defined]
+        package_logger.addHandler(handler)
+    package_logger.setLevel(level)

@@ -39,7 +39,7 @@ def test_smoke_profile_is_small() -> None:
 
     assert smoke.ade_rows == 900
     assert smoke.llm_subset_size == 48
-    assert smoke.encoder.max_epochs == 1
+    assert smoke.encoder.max_epochs == 2
     assert smoke.encoder.model == PACKAGED_MINILM
     assert smoke.llm.model == PACKAGED_QWEN
 

@@ -25,9 +25,11 @@ SENTENCES = [
     "Lithium toxicity presented with coarse tremor and confusion.",
     "CONCLUSIONS: further studies are needed.",
 ]
-#: Largest allowed difference between answer probabilities of the three scoring
-#: paths. They differ only by bfloat16 rounding in differently shaped matrix products.
-PROBABILITY_TOLERANCE = 0.03
+#: Largest allowed difference between answer probabilities of the scoring paths.
+#: They differ only by bfloat16 rounding in differently shaped matrix products:
+#: logits near 20 round in steps of 0.125, which moves a probability near 0.5
+#: by up to about 0.03 (0.0305 measured on 32 ADE sentences by the benchmark).
+PROBABILITY_TOLERANCE = 0.05
 
 
 @pytest.fixture(scope="module")
