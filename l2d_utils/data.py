@@ -164,24 +164,6 @@ def load_ade_corpus(data_dir: str | Path | None = None, verify: bool = True) -> 
     return corpus
 
 
-def check_release(data_dir: str | Path | None = None) -> Path:
-    """Check that both release files exist and have the release's line counts.
-
-    Takes well under a second, so a runner can call it before any long work.
-
-    Returns:
-        The ADE folder.
-
-    Raises:
-        FileNotFoundError: When the folder or a file is missing.
-        ReleaseFileError: When a file is truncated or has extra lines.
-    """
-    folder = ade_folder(data_dir)
-    for name in (POSITIVE_FILE, NEGATIVE_FILE):
-        _check_release_file(folder / name)
-    return folder
-
-
 def _check_release_file(path: Path) -> None:
     """Compare a release file's line count (and, for information, its sha256) with the release."""
     expected_lines, expected_sha = RELEASE_FILES[path.name]
