@@ -158,11 +158,11 @@ def select_chapters(chapters: list[str], only: list[str] | None) -> list[str]:
     """
     if only is None:
         return chapters
-    wanted = {Path(name).with_suffix("").name if name.endswith(".md") else Path(name).name for name in only}
-    unknown = sorted(wanted - {Path(chapter).name for chapter in chapters})
+    requested = {Path(name).with_suffix("").name if name.endswith(".md") else Path(name).name for name in only}
+    unknown = sorted(requested - {Path(chapter).name for chapter in chapters})
     if unknown:
         raise SystemExit(f"No chapter named {unknown}; chapters are {[Path(chapter).name for chapter in chapters]}.")
-    return [chapter for chapter in chapters if Path(chapter).name in wanted]
+    return [chapter for chapter in chapters if Path(chapter).name in requested]
 
 
 def check_inputs(profile: str) -> None:

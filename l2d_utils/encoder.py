@@ -163,7 +163,7 @@ def fine_tune(
     settings_dict = {**asdict(settings), "num_labels": num_labels, "train_rows": len(train_texts)}
     if state is not None and state.settings != settings_dict:
         raise ValueError(
-            f"{checkpoint} holds a run with settings {state.settings}, not {settings_dict}. "
+            f"{checkpoint} contains a run with settings {state.settings}, not {settings_dict}. "
             "Delete that folder to start again, or use another output_dir."
         )
     if state is not None and state.finished:

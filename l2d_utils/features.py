@@ -9,10 +9,11 @@ every feature in :data:`FEATURES`:
 * Uncertainty (5): the three named ones plus BERT's probability of each class.
   For two classes that is ``p_negative`` and ``p_positive``.
 * Text (13): the two length features, the three named keyword groups, and
-  eight more chosen for this book (marked ``added`` in :data:`FEATURES`):
-  hedging and negation, which the paper's discussion names as what BERT
-  misses; outcome and drug-exposure wording; case-report wording; a leading
-  section label such as ``METHODS:``; a digit; and an abbreviation.
+  eight more chosen for this book (marked ``added`` in :data:`FEATURES`).
+  Hedging and negation come from the paper's examples, which blame implicit
+  negation and hedged language for BioBERT's errors. The others are outcome
+  and drug-exposure wording, case-report wording, a leading section label
+  such as ``METHODS:``, a digit, and an abbreviation.
 
 With two classes several uncertainty features are exact linear functions of
 each other (``margin = 2 * confidence - 1`` and ``p_negative = 1 - p_positive``),

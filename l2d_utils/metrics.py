@@ -2,9 +2,9 @@
 
 Predictions are integer class indices; :data:`~l2d_utils.llm.base.UNPARSEABLE`
 (-1) marks an LLM reply that named no class. Such a prediction is never equal
-to the true label, and it is not a prediction of the positive class, so on a
-positive sentence it counts as a false negative and on a negative one it
-costs accuracy but adds no false positive.
+to the true label, and it is not a prediction of the positive class. On a
+positive sentence it therefore counts as a false negative. On a negative one
+it costs accuracy but adds no false positive.
 """
 
 from __future__ import annotations

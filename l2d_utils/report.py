@@ -27,7 +27,7 @@ def log_to_stderr(level: int = logging.INFO) -> None:
 
     The book runner copies each kernel's stderr into its own log (papermill
     ``log_output``), so messages such as "Resuming fine-tuning" or "N of M
-    sentences cached" reach the terminal; the rendered pages drop stderr
+    sentences cached" reach the terminal. The rendered pages drop stderr
     (``nb_output_stderr: remove`` in ``_config.yml``).
     """
     package_logger = logging.getLogger("l2d_utils")

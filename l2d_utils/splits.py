@@ -1,6 +1,6 @@
 """Train/validation/test splits, the LLM test subset, and the duplicate-text leak.
 
-The paper splits ADE Corpus V2 by row: 70% train, then the remaining 30% in
+The paper (arXiv:2604.13285, section 4.1) splits ADE Corpus V2 by row: 70% train, then the remaining 30% in
 halves, stratified by label with seed 42. Because 2,620 rows repeat another
 row's text, that split puts copies of some test sentences into train.
 :func:`leak_report` measures how many; :func:`grouped_split` offers a split by

@@ -1,8 +1,8 @@
 """Bootstrap confidence intervals for scores computed on a few hundred sentences.
 
-Sentences are resampled with replacement; the predictions of each method stay
-as they were, so the interval reflects which sentences happened to be drawn
-into the test subset, not the randomness of training. Intervals are percentile
+Sentences are resampled with replacement, while each method's predictions stay
+as they were. The interval therefore reflects which sentences happened to be
+drawn into the test subset, not the randomness of training. Intervals are percentile
 intervals. Every function takes a ``random_state`` so that a rerun gives the
 same interval.
 """

@@ -1,7 +1,8 @@
 """The local backend with the packaged Qwen2.5-Coder-1.5B: prompt rendering, scoring paths, cache.
 
-These tests load the real packaged model (about 10 s once converted; the first
-conversion of the GGUF file takes about a minute), so they are marked slow.
+These tests load the real packaged model, so they are marked slow. Loading the
+converted weights takes a few seconds; the first conversion of the GGUF file
+takes about a minute.
 """
 
 from __future__ import annotations

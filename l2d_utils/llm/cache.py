@@ -3,7 +3,7 @@
 Every finished call is committed before the next one starts, so a run that is
 killed midway resumes and pays only for the calls it had not finished. A cache
 opened with ``replay_only=True`` raises :class:`CacheMissError` instead of
-letting a caller make a new call; book builds that must not call an API use it.
+letting a caller make a new call. Book builds that must not call an API use it.
 
 The key hashes the provider, the model, the prompt template's name, version and
 fingerprint, the rendered messages and every sampling parameter. Nothing

@@ -9,9 +9,9 @@ template's text without raising its version would be caught by
 The ADE system text follows the paper's description (arXiv:2604.13285, section
 4.2): reply 1 for a sentence that contains an adverse drug event, 0 otherwise,
 with five examples (two positive, three negative, near the corpus's 29% positive
-share). The paper quotes two of its five examples; the other three
-here are invented sentences, written for this book, so that no example is a
-sentence of ADE Corpus V2 except the one the paper itself quotes.
+share). The paper quotes two of its five examples. The other three are
+sentences written for this book, so no example comes from ADE Corpus V2
+except the one the paper itself quotes.
 """
 
 from __future__ import annotations

@@ -191,6 +191,15 @@ def _ranked_neighbours(
     return indices, similarities
 
 
+def _unit_query_and_pool(query_embeddings, pool_embeddings) -> tuple[np.ndarray, np.ndarray]:
+    """Scale both embedding matrices to unit rows after checking that their widths match."""
+    queries = _unit_rows(query_embeddings, "query_embeddings")
+    pool = _unit_rows(pool_embeddings, "pool_embeddings")
+    if queries.shape[1] != pool.shape[1]:
+        raise ValueError(f"query_embeddings have {queries.shape[1]} dimensions but pool_embeddings have {pool.shape[1]}.")
+    return queries, pool
+
+
 def nearest_neighbours(
     query_embeddings,
     pool_embeddings,
@@ -225,10 +234,7 @@ def nearest_neighbours(
         ValueError: On mismatched shapes or text counts, k outside 1 to P, or a
             query with fewer than k pool rows left after exclusion.
     """
-    queries = _unit_rows(query_embeddings, "query_embeddings")
-    pool = _unit_rows(pool_embeddings, "pool_embeddings")
-    if queries.shape[1] != pool.shape[1]:
-        raise ValueError(f"query_embeddings have {queries.shape[1]} dimensions but pool_embeddings have {pool.shape[1]}.")
+    queries, pool = _unit_query_and_pool(query_embeddings, pool_embeddings)
     _check_k(k, len(pool))
     excluded = None
     if exclude_identical:
@@ -277,10 +283,7 @@ def balanced_neighbours(
             a positive multiple of the number of labels or exceeds a label's
             row count.
     """
-    queries = _unit_rows(query_embeddings, "query_embeddings")
-    pool = _unit_rows(pool_embeddings, "pool_embeddings")
-    if queries.shape[1] != pool.shape[1]:
-        raise ValueError(f"query_embeddings have {queries.shape[1]} dimensions but pool_embeddings have {pool.shape[1]}.")
+    queries, pool = _unit_query_and_pool(query_embeddings, pool_embeddings)
     labels = np.asarray(pool_labels)
     if labels.shape != (len(pool),) or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(
