@@ -11,7 +11,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from l2d_utils.metrics import SystemScore, score_system
+from l2d_utils.metrics import accuracy, class_f1, combine_predictions, macro_f1, score_system
+from l2d_utils.uncertainty import bootstrap_bounds
 
 #: Confidence thresholds of the fixed-threshold baseline (the paper's grid).
 FIXED_THRESHOLDS: tuple[float, ...] = (0.6, 0.7, 0.8, 0.9, 0.95)
@@ -59,17 +60,25 @@ def random_deferral_scores(
     Returns:
         Frame with ``f1, accuracy, llm_rate``, one row per draw.
     """
-    count = len(np.asarray(y_true))
+    masks = random_deferral_masks(len(np.asarray(y_true)), n_deferred, seeds, random_state)
+    return pd.DataFrame([vars(score_system(y_true, bert_labels, llm_labels, defer, num_classes)) for defer in masks])
+
+
+def random_deferral_masks(count: int, n_deferred: int, seeds: int = 1000, random_state: int = 0) -> np.ndarray:
+    """Draw ``seeds`` random deferral masks, each deferring ``n_deferred`` of ``count`` inputs.
+
+    Returns:
+        Boolean array, shape ``(seeds, count)``.
+    """
     if not 0 <= n_deferred <= count:
         raise ValueError(f"n_deferred={n_deferred} must lie between 0 and the number of inputs {count}.")
+    if seeds < 1:
+        raise ValueError(f"seeds={seeds} must be at least 1.")
     generator = np.random.default_rng(random_state)
-    rows = []
-    for _ in range(seeds):
-        defer = np.zeros(count, dtype=bool)
-        defer[generator.choice(count, size=n_deferred, replace=False)] = True
-        result = score_system(y_true, bert_labels, llm_labels, defer, num_classes)
-        rows.append(vars(result))
-    return pd.DataFrame(rows)
+    masks = np.zeros((seeds, count), dtype=bool)
+    for draw in range(seeds):
+        masks[draw, generator.choice(count, size=n_deferred, replace=False)] = True
+    return masks
 
 
 def results_table(
@@ -81,8 +90,10 @@ def results_table(
     random_seeds: int = 1000,
     thresholds: Sequence[float] = FIXED_THRESHOLDS,
     num_classes: int = 2,
+    n_resamples: int = 1000,
+    interval_seed: int = 0,
 ) -> pd.DataFrame:
-    """Build Table 1: every routing method's F1, accuracy and LLM call rate.
+    """Build Table 1: every routing method's F1, accuracy and LLM call rate, with 95% intervals.
 
     Args:
         y_true: Labels, shape ``(N,)``.
@@ -93,30 +104,61 @@ def results_table(
         random_seeds: Draws averaged for random deferral at L2D's rate.
         thresholds: Confidence thresholds of the fixed baseline.
         num_classes: 2 for positive-class F1, more for macro F1.
+        n_resamples: Bootstrap resamples of the sentences for the intervals
+            (:func:`l2d_utils.uncertainty.bootstrap_bounds`); every method is
+            scored on the same resamples. Random deferral's interval also
+            varies the draw.
+        interval_seed: ``random_state`` of the resampling.
 
     Returns:
-        Frame with columns ``method, f1, accuracy, llm_rate``; ``method`` takes
-        the keys ``bert_only, llm_only, random, fixed_<theta>, l2d, oracle``.
+        Frame with columns ``method, f1, f1_low, f1_high, accuracy,
+        accuracy_low, accuracy_high, llm_rate``; ``method`` takes the keys
+        ``bert_only, llm_only, random, fixed_<theta>, l2d, oracle``.
     """
     y_true = np.asarray(y_true, dtype=int)
+    bert_labels = np.asarray(bert_labels, dtype=int)
+    llm_labels = np.asarray(llm_labels, dtype=int)
     count = len(y_true)
     l2d_defer = np.asarray(l2d_defer, dtype=bool)
+    if not (bert_labels.shape == llm_labels.shape == l2d_defer.shape == (count,)):
+        raise ValueError(
+            f"y_true {y_true.shape}, bert_labels {bert_labels.shape}, llm_labels {llm_labels.shape} and "
+            f"l2d_defer {l2d_defer.shape} must all have shape (N,)."
+        )
 
-    def row(method: str, result: SystemScore) -> dict[str, object]:
-        return {"method": method, **vars(result)}
-
-    rows = [
-        row("bert_only", score_system(y_true, bert_labels, llm_labels, np.zeros(count, bool), num_classes)),
-        row("llm_only", score_system(y_true, llm_labels, llm_labels, np.ones(count, bool), num_classes)),
-    ]
-    draws = random_deferral_scores(y_true, bert_labels, llm_labels, int(l2d_defer.sum()), random_seeds, num_classes)
-    rows.append({"method": "random", **draws.mean().to_dict()})
+    masks: dict[str, np.ndarray] = {"bert_only": np.zeros(count, bool), "llm_only": np.ones(count, bool)}
+    masks["random"] = random_deferral_masks(count, int(l2d_defer.sum()), random_seeds)
     for theta in thresholds:
-        defer = fixed_threshold_deferral(confidence, theta)
-        rows.append(row(f"fixed_{theta:g}", score_system(y_true, bert_labels, llm_labels, defer, num_classes)))
-    rows.append(row("l2d", score_system(y_true, bert_labels, llm_labels, l2d_defer, num_classes)))
-    rows.append(row("oracle", score_system(y_true, bert_labels, llm_labels, oracle_deferral(y_true, bert_labels, llm_labels), num_classes)))
-    return pd.DataFrame(rows, columns=["method", "f1", "accuracy", "llm_rate"])
+        masks[f"fixed_{theta:g}"] = fixed_threshold_deferral(confidence, theta)
+    masks["l2d"] = l2d_defer
+    masks["oracle"] = oracle_deferral(y_true, bert_labels, llm_labels)
+
+    def f1(truth: np.ndarray, predicted: np.ndarray) -> float:
+        return class_f1(truth, predicted) if num_classes == 2 else macro_f1(truth, predicted, num_classes)
+
+    rows = []
+    for method, mask in masks.items():
+        if method == "llm_only":
+            # LLM alone has no fallback: an unparseable reply stays wrong.
+            predictions = llm_labels
+        elif mask.ndim == 2:
+            predictions = np.stack([combine_predictions(bert_labels, llm_labels, draw) for draw in mask])
+        else:
+            predictions = combine_predictions(bert_labels, llm_labels, mask)
+        draws = predictions.reshape(-1, count)
+        row: dict[str, object] = {"method": method}
+        for name, metric in [("f1", f1), ("accuracy", accuracy)]:
+            row[name] = float(np.mean([metric(y_true, draw) for draw in draws]))
+            row[f"{name}_low"], row[f"{name}_high"] = bootstrap_bounds(
+                metric, y_true, predictions, n_resamples=n_resamples, random_state=interval_seed
+            )
+        row["llm_rate"] = float(mask.mean())
+        rows.append(row)
+    return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+
+
+#: Columns of :func:`results_table` and of the result CSV files.
+TABLE_COLUMNS = ("method", "f1", "f1_low", "f1_high", "accuracy", "accuracy_low", "accuracy_high", "llm_rate")
 
 
 def with_paper_values(table: pd.DataFrame, paper: dict[str, tuple[float, float, float]] = PAPER_TABLE1) -> pd.DataFrame:

@@ -97,6 +97,10 @@ class Profile:
         llm: LLM settings.
         cv_folds: Folds of the out-of-fold deferral scores (the paper: 5).
         random_deferral_seeds: Seeds averaged for the random-deferral baseline.
+        sensitivity_seeds: Redraws of the test subset and of the folds in the
+            sensitivity analysis (at least 20).
+        sensitivity_pool: Test rows the LLM labels so that subsets can be
+            redrawn; ``None`` labels the whole test split.
         description: One line for the book's pages.
     """
 
@@ -107,6 +111,8 @@ class Profile:
     llm: LLMSettings
     cv_folds: int = 5
     random_deferral_seeds: int = 1000
+    sensitivity_seeds: int = 20
+    sensitivity_pool: int | None = None
     description: str = ""
 
     @property
@@ -131,6 +137,7 @@ PROFILES: dict[str, Profile] = {
         encoder=EncoderSettings(learning_rate=2e-4, max_epochs=2, max_length=128, checkpoint_every_steps=10),
         llm=LLMSettings(),
         random_deferral_seeds=200,
+        sensitivity_pool=96,
         description=(
             "a 900-row stratified sample of ADE Corpus V2, two epochs of MiniLM "
             "fine-tuning, 48 LLM calls: checks that every step runs, not what it scores"

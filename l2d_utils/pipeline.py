@@ -26,31 +26,56 @@ from l2d_utils.features import deferral_features
 from l2d_utils.llm.base import results_frame
 from l2d_utils.llm.cache import ResponseCache
 from l2d_utils.llm.prompts import ADE_PAPER_PROMPT, PromptTemplate
-from l2d_utils.splits import llm_subset, paper_split
+from l2d_utils.splits import grouped_split, llm_subset, paper_split
 
 logger = logging.getLogger(__name__)
 
 LLM_CACHE_FILE = "llm_cache.sqlite"
 
 
-def ade_splits(profile: Profile, data_dir: str | Path | None = None) -> pd.DataFrame:
-    """Load ADE Corpus V2 and split it as the paper does, for one profile.
+#: Ways to split ADE Corpus V2: the paper's stratified row split, or a split
+#: by PubMed id with repeated texts removed (:func:`l2d_utils.splits.grouped_split`).
+SPLIT_SCHEMES = ("paper", "grouped")
+
+
+def ade_splits(profile: Profile, data_dir: str | Path | None = None, scheme: str = "paper") -> pd.DataFrame:
+    """Load ADE Corpus V2 and split it for one profile.
+
+    Args:
+        profile: Sets the row sample, the seed and the subset size.
+        data_dir: Data folder; default ``L2D_DATA_DIR``.
+        scheme: ``paper`` (70/15/15 by row, stratified, as the paper) or
+            ``grouped`` (70/15/15 by PubMed id after removing repeated texts).
 
     Returns:
-        Frame with ``row_id, pmid, text, label, split, in_llm_subset``; the
-        subset is the stratified draw of ``profile.llm_subset_size`` test rows.
+        Frame with ``row_id, pmid, text, label, split, in_llm_subset,
+        in_validation_subset, in_sensitivity_pool``. The first two subsets
+        are stratified draws of ``profile.llm_subset_size`` rows from test
+        and from validation; the paper's LLM labels only the first, the
+        held-out protocol needs both. The pool is the test rows that the
+        sensitivity analysis redraws subsets from (``profile.sensitivity_pool``).
     """
+    if scheme not in SPLIT_SCHEMES:
+        raise ValueError(f"Unknown split scheme {scheme!r}; use one of {list(SPLIT_SCHEMES)}.")
     corpus = load_ade_corpus(data_dir)
     if profile.ade_rows is not None:
         corpus = stratified_sample(corpus, profile.ade_rows, seed=profile.encoder.seed)
-    splits = paper_split(corpus, seed=profile.encoder.seed)
-    subset = llm_subset(splits[splits["split"] == "test"], profile.llm_subset_size, seed=profile.encoder.seed)
-    splits["in_llm_subset"] = splits["row_id"].isin(subset["row_id"])
+    if scheme == "paper":
+        splits = paper_split(corpus, seed=profile.encoder.seed)
+    else:
+        splits = grouped_split(corpus, seed=profile.encoder.seed, drop_duplicates=True)
+    for column, split in [("in_llm_subset", "test"), ("in_validation_subset", "validation")]:
+        drawn = llm_subset(splits[splits["split"] == split], profile.llm_subset_size, seed=profile.encoder.seed)
+        splits[column] = splits["row_id"].isin(drawn["row_id"])
+    test = splits[splits["split"] == "test"]
+    pool = test if profile.sensitivity_pool is None else llm_subset(test, profile.sensitivity_pool, seed=profile.encoder.seed)
+    splits["in_sensitivity_pool"] = splits["row_id"].isin(pool["row_id"])
     return splits.reset_index(drop=True)
 
 
 def _rows_fingerprint(rows: pd.DataFrame) -> str:
-    payload = json.dumps([rows["row_id"].tolist(), rows["label"].tolist()])
+    """Hash of which rows are in which split with which label (16 hex digits)."""
+    payload = json.dumps([rows["row_id"].tolist(), rows["label"].tolist(), rows["split"].tolist()])
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -164,16 +189,35 @@ def _backend_settings(profile: Profile) -> dict[str, object]:
     }
 
 
-def deferral_inputs(profile: Profile, splits: pd.DataFrame, replay_only: bool = False) -> pd.DataFrame:
-    """Join BERT's and the LLM's outputs and the 18 features on the LLM test subset.
+def deferral_inputs(
+    profile: Profile, splits: pd.DataFrame, replay_only: bool = False, rows: str = "in_llm_subset"
+) -> pd.DataFrame:
+    """Join BERT's and the LLM's outputs and the 18 features on a set of rows.
+
+    Args:
+        profile: Picks the encoder and the LLM.
+        splits: Output of :func:`ade_splits`.
+        replay_only: Forbid new LLM calls.
+        rows: Which rows: a boolean column of ``splits`` (``in_llm_subset``,
+            the paper's test subset; ``in_validation_subset``), or a split name
+            (``test``, ``validation``) for all of its rows.
 
     Returns:
-        One row per subset sentence: ``row_id, text, label, p_negative, p_positive,
+        One row per chosen sentence: ``row_id, split, text, label, p_negative, p_positive,
         bert_label, confidence, llm_label, llm_probability, latency_ms``, then the
         18 feature columns.
     """
+    if rows in ("validation", "test"):
+        chosen = splits["split"] == rows
+    elif rows in splits.columns and splits[rows].dtype == bool:
+        chosen = splits[rows]
+    else:
+        raise ValueError(
+            f"rows={rows!r} names neither a split ('validation', 'test') nor a boolean column of splits "
+            "such as 'in_llm_subset' or 'in_validation_subset'."
+        )
     bert = encoder_predictions(profile, splits)
-    subset = bert[bert["row_id"].isin(splits.loc[splits["in_llm_subset"], "row_id"])].reset_index(drop=True)
+    subset = bert[bert["row_id"].isin(splits.loc[chosen, "row_id"])].reset_index(drop=True)
     llm = llm_predictions(profile, subset, replay_only=replay_only)
     merged = subset.merge(llm[["row_id", "llm_label", "llm_probability", "latency_ms"]], on="row_id", validate="one_to_one")
     features = deferral_features(merged["text"], merged[["p_negative", "p_positive"]].to_numpy())

@@ -73,6 +73,41 @@ def bootstrap_interval(
     return Interval(float(metric(y_true, y_pred)), low, high)
 
 
+def bootstrap_bounds(
+    metric: Metric,
+    y_true,
+    predictions,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    random_state: int = 0,
+) -> tuple[float, float]:
+    """Bootstrap interval bounds for a method whose predictions may vary by draw.
+
+    Args:
+        metric: Function of ``(y_true, y_pred)`` returning a float.
+        y_true: Labels, shape ``(N,)``.
+        predictions: Shape ``(N,)`` for a fixed method, or ``(D, N)`` for a
+            randomized one (``D`` draws, as random deferral): resample ``b``
+            then scores draw ``b mod D``, so the interval covers both the
+            sentences drawn and the method's own randomness.
+        n_resamples: Bootstrap resamples.
+        confidence: Coverage of the interval.
+        random_state: Seed of the resampling; the same seed gives every method
+            the same resampled sentences.
+
+    Returns:
+        ``(low, high)``.
+    """
+    y_true = np.asarray(y_true)
+    predictions = np.asarray(predictions)
+    draws = predictions.reshape(1, -1) if predictions.ndim == 1 else predictions
+    if draws.ndim != 2 or draws.shape[1] != len(y_true):
+        raise ValueError(f"predictions must be (N,) or (D, N) with N = {len(y_true)}; got {predictions.shape}.")
+    indices = _resample_indices(len(y_true), n_resamples, random_state)
+    values = np.array([metric(y_true[rows], draws[b % len(draws)][rows]) for b, rows in enumerate(indices)])
+    return _bounds(values, confidence)
+
+
 @dataclass(frozen=True)
 class PairedDifference:
     """Difference of one metric between two methods on the same sentences.

@@ -84,10 +84,29 @@ def test_pages_show_no_unformatted_numbers(smoke_build):
 def test_table1_csv_has_stable_methods(smoke_build):
     output, _ = smoke_build
     table = pd.read_csv(output / "results" / "smoke" / "ade_table1.csv")
-    assert list(table.columns) == ["method", "f1", "accuracy", "llm_rate"]
+    assert list(table.columns) == ["method", "f1", "f1_low", "f1_high", "accuracy", "accuracy_low", "accuracy_high", "llm_rate"]
+    assert (table["f1_low"] <= table["f1"] + 1e-9).all()
+    assert (table["f1"] <= table["f1_high"] + 1e-9).all()
     assert table["method"].tolist() == TABLE1_METHODS
     assert table["llm_rate"].between(0, 1).all()
     assert table.set_index("method").loc["llm_only", "llm_rate"] == 1.0
+
+
+@pytest.mark.slow
+@needs_data
+def test_analysis_chapters_write_their_tables(smoke_build):
+    output, _ = smoke_build
+    results = output / "results" / "smoke"
+    protocols = pd.read_csv(results / "ade_protocols.csv")
+    assert set(protocols["split"]) == {"paper split", "grouped split"}
+    assert "L2D, tuned on validation" in set(protocols["protocol"])
+    sensitivity = pd.read_csv(results / "ade_sensitivity.csv")
+    assert len(sensitivity) >= 15  # 20 seeds; a draw with under 2 encoder errors is skipped
+    variants = pd.read_csv(results / "ade_deferral_variants.csv")
+    assert set(variants["model"]) == {"logistic", "random_forest", "gradient_boosting"}
+    assert set(variants["target"]) == {"bert_error", "complementarity"}
+    cost = pd.read_csv(results / "ade_cost.csv")
+    assert {"bert_only", "llm_only", "l2d_held_out"} <= set(cost["system"])
 
 
 @pytest.mark.slow

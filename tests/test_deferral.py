@@ -388,7 +388,44 @@ def test_table_fixed_keys_follow_thresholds() -> None:
 
 
 def test_table_columns(table: pd.DataFrame) -> None:
-    assert list(table.reset_index().columns) == ["method", "f1", "accuracy", "llm_rate"]
+    assert list(table.reset_index().columns) == [
+        "method", "f1", "f1_low", "f1_high", "accuracy", "accuracy_low", "accuracy_high", "llm_rate"
+    ]
+
+
+def test_table_intervals_contain_values(table: pd.DataFrame) -> None:
+    for metric in ("f1", "accuracy"):
+        assert (table[f"{metric}_low"] <= table[metric] + 1e-12).all()
+        assert (table[metric] <= table[f"{metric}_high"] + 1e-12).all()
+
+
+def test_table_intervals_have_width(table: pd.DataFrame) -> None:
+    # 300 sentences: a 95% interval of F1 is several points wide, never a point.
+    widths = table["f1_high"] - table["f1_low"]
+    assert (widths > 0.02).all()
+    assert (widths < 0.3).all()
+
+
+def test_table_interval_matches_bootstrap_interval(routing_data: dict[str, np.ndarray], table: pd.DataFrame) -> None:
+    from l2d_utils.uncertainty import bootstrap_interval
+
+    expected = bootstrap_interval(class_f1, routing_data["y_true"], routing_data["bert"], random_state=0)
+
+    assert table.loc["bert_only", "f1_low"] == pytest.approx(expected.low)
+    assert table.loc["bert_only", "f1_high"] == pytest.approx(expected.high)
+
+
+def test_table_random_interval_covers_draw_spread(routing_data: dict[str, np.ndarray], table: pd.DataFrame) -> None:
+    # Random deferral's interval adds the spread of the draws to that of the sentences.
+    draws = random_deferral_scores(routing_data["y_true"], routing_data["bert"], routing_data["llm"], int(routing_data["l2d_defer"].sum()), seeds=200)
+
+    assert table.loc["random", "f1_low"] <= draws["f1"].quantile(0.025)
+    assert table.loc["random", "f1_high"] >= draws["f1"].quantile(0.975)
+
+
+def test_table_rejects_mismatched_shapes(routing_data: dict[str, np.ndarray]) -> None:
+    with pytest.raises(ValueError, match="l2d_defer"):
+        results_table(routing_data["y_true"], routing_data["bert"], routing_data["llm"], routing_data["confidence"], routing_data["l2d_defer"][:-1])
 
 
 def test_table_llm_rate_in_unit_interval(table: pd.DataFrame) -> None:
@@ -441,7 +478,7 @@ def test_table_llm_only_counts_unparseable_as_wrong(routing_data: dict[str, np.n
 def test_paper_values_columns(table: pd.DataFrame) -> None:
     with_paper = with_paper_values(table.reset_index())
 
-    assert list(with_paper.columns) == ["method", "f1", "accuracy", "llm_rate", "paper_f1", "paper_accuracy", "paper_llm_rate"]
+    assert list(with_paper.columns)[-3:] == ["paper_f1", "paper_accuracy", "paper_llm_rate"]
 
 
 def test_paper_values_filled_where_reported(table: pd.DataFrame) -> None:
@@ -458,3 +495,47 @@ def test_paper_values_keep_input(table: pd.DataFrame) -> None:
     with_paper_values(frame)
 
     assert "paper_f1" not in frame.columns
+
+
+# complementarity target and alternative deferral models
+
+
+def test_complementarity_target_marks_only_rescuable() -> None:
+    from l2d_utils.deferral import complementarity_target
+
+    y_true = np.array([1, 1, 0, 0, 1])
+    bert = np.array([0, 0, 0, 1, 1])
+    llm = np.array([1, 0, 1, 0, UNPARSEABLE])
+
+    assert complementarity_target(y_true, bert, llm).tolist() == [1, 0, 0, 1, 0]
+
+
+def test_make_target_names() -> None:
+    from l2d_utils.deferral import make_target
+
+    y_true, bert, llm = np.array([1, 0]), np.array([0, 0]), np.array([0, 1])
+
+    assert make_target("bert_error", y_true, bert, llm).tolist() == [1, 0]
+    assert make_target("complementarity", y_true, bert, llm).tolist() == [0, 0]
+    with pytest.raises(ValueError, match="complementarity"):
+        make_target("oracle", y_true, bert, llm)
+
+
+@pytest.mark.parametrize("name", ["logistic", "random_forest", "gradient_boosting"])
+def test_deferral_models_rank_errors(name: str) -> None:
+    from l2d_utils.deferral import make_deferral_model
+
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(400, 3))
+    target = (features[:, 0] + 0.3 * rng.normal(size=400) > 1.0).astype(int)
+    scores = out_of_fold_scores(features, target, n_splits=5, model=make_deferral_model(name))
+
+    assert scores.shape == (400,)
+    assert scores[target == 1].mean() > scores[target == 0].mean() + 0.2
+
+
+def test_unknown_deferral_model_names_choices() -> None:
+    from l2d_utils.deferral import make_deferral_model
+
+    with pytest.raises(ValueError, match="random_forest"):
+        make_deferral_model("svm")

@@ -556,8 +556,11 @@ def test_requests_per_minute_spaces_starts(server, cache) -> None:
     openai_backend(server, cache, requests_per_minute=600, max_concurrency=4).classify(SENTENCES, ADE_PAPER_PROMPT)
 
     arrivals = sorted(request.arrived_at for request in server.state.requests)
-    gaps = [later - earlier for earlier, later in zip(arrivals, arrivals[1:])]
-    assert min(gaps) >= 0.09  # 600 per minute is one start per 0.1 s.
+    # 600 per minute is one start per 0.1 s. The span is checked rather than
+    # each gap: on a loaded machine one request can reach the server late and
+    # the next on time, which shortens a gap without breaking the limit.
+    assert len(arrivals) == len(SENTENCES)
+    assert arrivals[-1] - arrivals[0] >= 0.095 * (len(arrivals) - 1)
 
 
 # A template whose prompt is tiny, so that the stand-in's usage (100 tokens plus

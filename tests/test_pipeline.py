@@ -9,7 +9,8 @@ import pytest
 
 from l2d_utils.config import get_profile
 from l2d_utils.llm.cache import CacheMissError
-from l2d_utils.pipeline import ade_splits, llm_predictions, write_results
+from l2d_utils.pipeline import _rows_fingerprint, ade_splits, deferral_inputs, encoder_folder, llm_predictions, write_results
+from l2d_utils.splits import leak_report
 from test_llm_api import isolated_environment, server  # noqa: F401 because pytest injects these fixtures by name
 
 needs_data = pytest.mark.skipif(not os.environ.get("L2D_DATA_DIR"), reason="set L2D_DATA_DIR to the folder holding ade_corpus_v2/")
@@ -48,6 +49,48 @@ def test_laptop_splits_match_paper():
     splits = ade_splits(get_profile("laptop"))
     assert splits["split"].value_counts().to_dict() == {"train": 16461, "validation": 3528, "test": 3527}
     assert int(splits["in_llm_subset"].sum()) == 500
+    assert int(splits["in_validation_subset"].sum()) == 500
+    assert set(splits.loc[splits["in_validation_subset"], "split"]) == {"validation"}
+    # The laptop profile labels the whole test split for the sensitivity analysis.
+    assert splits["in_sensitivity_pool"].sum() == 3527
+
+
+@needs_data
+def test_smoke_sensitivity_pool_contains_draws():
+    splits = ade_splits(get_profile("smoke"))
+    assert int(splits["in_sensitivity_pool"].sum()) == 96
+    assert set(splits.loc[splits["in_sensitivity_pool"], "split"]) == {"test"}
+
+
+@needs_data
+def test_grouped_scheme_has_no_leak():
+    splits = ade_splits(get_profile("laptop"), scheme="grouped")
+    report = leak_report(splits)
+    assert report.leaked_rows == 0
+    assert not splits["text"].duplicated().any()
+    assert splits.groupby("pmid")["split"].nunique().max() == 1
+    assert int(splits["in_llm_subset"].sum()) == 500
+
+
+def test_unknown_scheme_names_choices():
+    with pytest.raises(ValueError, match="grouped"):
+        ade_splits(get_profile("smoke"), scheme="random")
+
+
+def test_encoder_folder_depends_on_split_assignment():
+    """The same rows split differently must not share a fine-tuned encoder."""
+    rows = pd.DataFrame({"row_id": [0, 1, 2, 3], "label": [0, 1, 0, 1], "split": ["train", "train", "test", "test"]})
+    swapped = rows.assign(split=["test", "test", "train", "train"])
+    profile = get_profile("smoke")
+
+    assert _rows_fingerprint(rows) != _rows_fingerprint(swapped)
+    assert encoder_folder(profile, rows) != encoder_folder(profile, swapped)
+
+
+def test_deferral_inputs_rejects_unknown_rows():
+    splits = pd.DataFrame({"row_id": [0], "label": [0], "split": ["test"], "in_llm_subset": [True]})
+    with pytest.raises(ValueError, match="in_validation_subset"):
+        deferral_inputs(get_profile("smoke"), splits, rows="everything")
 
 
 

@@ -25,6 +25,7 @@ import re
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import replace
 from typing import Any, Callable, Mapping, Sequence
 
 import openai
@@ -160,6 +161,90 @@ class _RateLimiter:
             self._next_token_start += (used_tokens - estimated_tokens) / self.tokens_per_second
 
 
+def run_requests(
+    count: int,
+    send: Callable[[int, threading.Event], tuple[CachedResponse, str | None]],
+    on_result: Callable[[int, CachedResponse], None],
+    on_finished: Callable[[int, CachedResponse, str | None], None],
+    on_late_failure: Callable[[int, Exception], None],
+    max_concurrency: int,
+    description: str,
+    show_progress: bool = True,
+) -> tuple[int, Exception] | None:
+    """Run ``send`` for positions ``0 .. count - 1`` on a thread pool, storing each result as it finishes.
+
+    At most ``max_concurrency`` requests are in flight. After the first request
+    that fails permanently, no new request starts and ``stop`` is set, so that
+    retries end early; the requests in flight still finish and are stored. On
+    an interrupt, or an error raised by ``on_result``, the finished requests
+    in flight are stored and the exception propagates.
+
+    Args:
+        count: Number of requests.
+        send: ``send(position, stop)`` returns ``(response, finish_reason)``.
+        on_result: Stores a response (e.g. commits it to the cache); called
+            once per successful request, in completion order.
+        on_finished: Called after ``on_result`` with the finish_reason, for logging.
+        on_late_failure: Called for a failure that follows the first one.
+        max_concurrency: Requests in flight at most.
+        description: Label of the progress bar and of the worker threads.
+        show_progress: Show a tqdm progress bar.
+
+    Returns:
+        ``(position, error)`` of the first permanent failure, or ``None``.
+    """
+    stop = threading.Event()
+    failure: tuple[int, Exception] | None = None
+    next_position = 0
+    in_flight: dict[Future, int] = {}
+    progress = tqdm(total=count, desc=description, unit="request", disable=None if show_progress else True)
+    pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix=description.replace("/", "-"))
+
+    def submit_next() -> None:
+        nonlocal next_position
+        if failure is not None or next_position >= count:
+            return
+        in_flight[pool.submit(send, next_position, stop)] = next_position
+        next_position += 1
+
+    def store(future: Future, position: int) -> None:
+        nonlocal failure
+        try:
+            response, finish_reason = future.result()
+        except Exception as error:  # noqa: BLE001 because the caller re-raises it, once the others are stored
+            if failure is None:
+                failure = (position, error)
+                stop.set()
+            else:
+                on_late_failure(position, error)
+            return
+        on_result(position, response)
+        progress.update(1)
+        on_finished(position, response, finish_reason)
+
+    try:
+        for _ in range(max_concurrency):
+            submit_next()
+        while in_flight:
+            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in done:
+                store(future, in_flight.pop(future))
+                submit_next()
+    except BaseException:
+        # On KeyboardInterrupt or an error in on_result, stop retrying but
+        # store the requests in flight that still succeed.
+        stop.set()
+        for future in wait(in_flight).done:
+            if future.exception() is None:
+                response, _ = future.result()
+                on_result(in_flight[future], response)
+        raise
+    finally:
+        pool.shutdown(wait=True)
+        progress.close()
+    return failure
+
+
 class _ChatCompletionsBackend(LLMBackend):
     """Request loop shared by :class:`OpenAIBackend` and :class:`AzureOpenAIBackend`."""
 
@@ -290,21 +375,30 @@ class _ChatCompletionsBackend(LLMBackend):
             self._redact(str(error)),
         )
 
-    def _complete(
+    def _send(
         self,
         position: int,
         messages: list[dict[str, str]],
-        answers: Sequence[str],
-        class_names: Sequence[str],
         stop: threading.Event,
+        log_retry: Callable[[int, int, Exception, float], None] | None = None,
     ) -> tuple[CachedResponse, str | None]:
-        """Send one request with retries and return the parsed response and its finish_reason.
+        """Send one request with retries and return the raw response and its finish_reason.
 
+        The response's label is left unparseable; :meth:`_complete` parses it,
+        and free-text generation (:mod:`l2d_utils.llm.generation`) keeps it so.
         ``latency_ms`` is the wall time of the attempt that succeeded, without
         earlier attempts or backoff waits. Every attempt reserves the estimated
         tokens under ``tokens_per_minute``, and only the attempt that succeeded
         replaces its estimate with the reported usage.
+
+        Args:
+            position: Index of the request in its run, for log lines.
+            messages: Chat messages.
+            stop: Set when the run is ending; backoff waits end early.
+            log_retry: Called as ``(position, attempt, error, delay)`` before a
+                retry; default :meth:`_log_retry`.
         """
+        log_retry = log_retry or self._log_retry
         body = self.request_body(messages)
         estimated_tokens = estimate_request_tokens(messages, self.max_tokens)
         attempt = 0
@@ -319,7 +413,7 @@ class _ChatCompletionsBackend(LLMBackend):
                 if not _is_retryable(error) or attempt > self.max_retries or stop.is_set():
                     raise
                 delay = self._backoff_seconds(attempt, error)
-                self._log_retry(position, attempt, error, delay)
+                log_retry(position, attempt, error, delay)
                 if stop.wait(delay):
                     raise  # Another request failed permanently, so the run is ending.
                 continue
@@ -339,7 +433,7 @@ class _ChatCompletionsBackend(LLMBackend):
             self._rate_limiter.correct(estimated_tokens, usage.prompt_tokens + usage.completion_tokens)
         return CachedResponse(
             raw_reply=raw_reply,
-            label=parse_label(raw_reply, answers, class_names),
+            label=UNPARSEABLE,
             probabilities=None,
             prompt_tokens=usage.prompt_tokens if usage is not None else None,
             completion_tokens=usage.completion_tokens if usage is not None else None,
@@ -347,6 +441,18 @@ class _ChatCompletionsBackend(LLMBackend):
             request_id=completion.id or None,
             created_at=created_at,
         ), finish_reason
+
+    def _complete(
+        self,
+        position: int,
+        messages: list[dict[str, str]],
+        answers: Sequence[str],
+        class_names: Sequence[str],
+        stop: threading.Event,
+    ) -> tuple[CachedResponse, str | None]:
+        """Send one request with retries (:meth:`_send`) and return the parsed response and its finish_reason."""
+        response, finish_reason = self._send(position, messages, stop)
+        return replace(response, label=parse_label(response.raw_reply, answers, class_names)), finish_reason
 
     def _classify_uncached(self, texts: Sequence[str], template: PromptTemplate, on_result: ResultCallback) -> None:
         """Send one request per sentence and pass each response to ``on_result`` as it finishes.
@@ -356,81 +462,48 @@ class _ChatCompletionsBackend(LLMBackend):
         flight finish and are stored, and then :class:`LLMRequestError` is raised.
         """
         all_messages = [template.messages(text) for text in texts]
-        stop = threading.Event()
         self._retries_logged = 0
         unparseable: list[int] = []
-        failure: tuple[int, Exception] | None = None
-        next_position = 0
-        in_flight: dict[Future, int] = {}
 
-        progress = tqdm(total=len(texts), desc=f"{self.provider}/{self.model}", unit="request", disable=None if self.show_progress else True)
-        pool = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix=f"{self.provider}-request")
+        def send(position: int, stop: threading.Event) -> tuple[CachedResponse, str | None]:
+            return self._complete(position, all_messages[position], template.answers, template.class_names, stop)
 
-        def submit_next() -> None:
-            nonlocal next_position
-            if failure is not None or next_position >= len(texts):
+        def finished(position: int, response: CachedResponse, finish_reason: str | None) -> None:
+            if response.label != UNPARSEABLE:
                 return
-            position = next_position
-            next_position += 1
-            future = pool.submit(
-                self._complete, position, all_messages[position], template.answers, template.class_names, stop
+            unparseable.append(position)
+            if len(unparseable) <= _MAX_LOGGED_PER_RUN:
+                logger.warning(
+                    "%s/%s: unparseable reply for sentence %d stored with label %d (finish_reason=%s): %r%s",
+                    self.provider,
+                    self.model,
+                    position,
+                    UNPARSEABLE,
+                    finish_reason,
+                    response.raw_reply[:200],
+                    _LENGTH_HINT if finish_reason == "length" and not response.raw_reply.strip() else "",
+                )
+
+        def late_failure(position: int, error: Exception) -> None:
+            logger.error(
+                "%s/%s: request for sentence %d also failed while the run was ending: %s: %s",
+                self.provider,
+                self.model,
+                position,
+                type(error).__name__,
+                self._redact(str(error)),
             )
-            in_flight[future] = position
 
-        def store(future: Future, position: int) -> None:
-            nonlocal failure
-            try:
-                response, finish_reason = future.result()
-            except Exception as error:  # noqa: BLE001 because it is re-raised below, once the others are stored
-                if failure is None:
-                    failure = (position, error)
-                    stop.set()
-                else:
-                    logger.error(
-                        "%s/%s: request for sentence %d also failed while the run was ending: %s: %s",
-                        self.provider,
-                        self.model,
-                        position,
-                        type(error).__name__,
-                        self._redact(str(error)),
-                    )
-                return
-            on_result(position, response)
-            progress.update(1)
-            if response.label == UNPARSEABLE:
-                unparseable.append(position)
-                if len(unparseable) <= _MAX_LOGGED_PER_RUN:
-                    logger.warning(
-                        "%s/%s: unparseable reply for sentence %d stored with label %d (finish_reason=%s): %r%s",
-                        self.provider,
-                        self.model,
-                        position,
-                        UNPARSEABLE,
-                        finish_reason,
-                        response.raw_reply[:200],
-                        _LENGTH_HINT if finish_reason == "length" and not response.raw_reply.strip() else "",
-                    )
-
-        try:
-            for _ in range(self.max_concurrency):
-                submit_next()
-            while in_flight:
-                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                for future in done:
-                    store(future, in_flight.pop(future))
-                    submit_next()
-        except BaseException:
-            # On KeyboardInterrupt or an error in on_result, stop retrying but
-            # store the requests in flight that still succeed.
-            stop.set()
-            for future in wait(in_flight).done:
-                if future.exception() is None:
-                    response, _ = future.result()
-                    on_result(in_flight[future], response)
-            raise
-        finally:
-            pool.shutdown(wait=True)
-            progress.close()
+        failure = run_requests(
+            len(texts),
+            send,
+            on_result,
+            finished,
+            late_failure,
+            max_concurrency=self.max_concurrency,
+            description=f"{self.provider}/{self.model}",
+            show_progress=self.show_progress,
+        )
 
         if self._retries_logged > _MAX_LOGGED_PER_RUN:
             logger.warning(
