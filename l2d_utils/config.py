@@ -162,7 +162,9 @@ PROFILES: dict[str, Profile] = {
         llm=LLMSettings(backend="azure", model="gpt-5-nano", max_tokens=512, reasoning_effort="minimal"),
         description=(
             "the paper's setup: BioBERT-base-cased-v1.2 from the Hugging Face Hub "
-            "and GPT-5-nano through Azure OpenAI; needs a GPU, network access and an API key"
+            "and GPT-5-nano through Azure OpenAI; needs a GPU, network access and an API key. "
+            "The analysis chapters send about 5,000 sentences to the API (the whole test split, "
+            "500 validation sentences and both subsets of the grouped split)"
         ),
     ),
 }

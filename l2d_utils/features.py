@@ -94,36 +94,66 @@ TEXT_FEATURES: tuple[str, ...] = tuple(f.name for f in FEATURES if f.group == "t
 NON_REDUNDANT_FEATURES: tuple[str, ...] = tuple(name for name in FEATURE_NAMES if name not in ("margin", "p_negative"))
 
 
-def uncertainty_features(probabilities: np.ndarray) -> pd.DataFrame:
+def probability_columns(num_classes: int, class_names: Sequence[str] | None = None) -> list[str]:
+    """Name the per-class probability columns of the uncertainty features.
+
+    Two classes without names give the ADE columns ``p_negative, p_positive``.
+    Otherwise each column is ``p_<name>`` in lower case, with ``class<k>`` as
+    the name of class ``k`` when no names are given.
+
+    Raises:
+        ValueError: When ``num_classes < 2``, or the names do not match it.
+    """
+    if num_classes < 2:
+        raise ValueError(f"num_classes={num_classes} must be at least 2.")
+    if class_names is None:
+        if num_classes == 2:
+            return ["p_negative", "p_positive"]
+        class_names = [f"class{k}" for k in range(num_classes)]
+    if len(class_names) != num_classes:
+        raise ValueError(f"{len(class_names)} class names {list(class_names)} for {num_classes} classes; give one name per class.")
+    columns = ["p_" + re.sub(r"\W+", "_", str(name).strip().lower()) for name in class_names]
+    if len(set(columns)) != len(columns):
+        raise ValueError(f"Class names {list(class_names)} give repeated columns {columns}; use distinct names.")
+    return columns
+
+
+def uncertainty_features(probabilities: np.ndarray, class_names: Sequence[str] | None = None) -> pd.DataFrame:
     """Compute the uncertainty features from BERT's softmax output.
 
     Args:
-        probabilities: Shape ``(N, 2)``, rows summing to 1.
+        probabilities: Shape ``(N, K)`` with ``K >= 2``, rows summing to 1.
+        class_names: Names of the ``K`` classes, for the probability columns
+            (see :func:`probability_columns`).
 
     Returns:
-        Frame with columns ``confidence, entropy, margin, p_negative, p_positive``.
+        Frame with columns ``confidence, entropy, margin`` and one probability
+        column per class; for two classes without names, ``p_negative, p_positive``.
+        Entropy is in nats, margin is the top probability minus the second.
 
     Raises:
-        ValueError: When the array is not ``(N, 2)`` or its rows do not sum to 1.
+        ValueError: When the array is not ``(N, K)`` or its rows do not sum to 1.
     """
     probabilities = np.asarray(probabilities, dtype=np.float64)
-    if probabilities.ndim != 2 or probabilities.shape[1] != 2:
-        raise ValueError(f"probabilities must have shape (N, 2); got {probabilities.shape}.")
+    if probabilities.ndim != 2 or probabilities.shape[1] < 2:
+        raise ValueError(f"probabilities must have shape (N, K) with K >= 2 classes; got {probabilities.shape}.")
     if probabilities.size and (probabilities.min() < 0.0 or probabilities.max() > 1.0):
         raise ValueError("probabilities must lie in [0, 1]; pass softmax outputs, not logits.")
     if not np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-4):
         raise ValueError("Each row of probabilities must sum to 1; pass softmax outputs, not logits.")
+    columns = probability_columns(probabilities.shape[1], class_names)
     ordered = np.sort(probabilities, axis=1)[:, ::-1]
     clipped = np.clip(probabilities, 1e-12, 1.0)
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "confidence": ordered[:, 0],
             "entropy": -(probabilities * np.log(clipped)).sum(axis=1),
             "margin": ordered[:, 0] - ordered[:, 1],
-            "p_negative": probabilities[:, 0],
-            "p_positive": probabilities[:, 1],
         }
     )
+    for index, column in enumerate(columns):
+        frame[column] = probabilities[:, index]
+    return frame
 
 
 def text_features(texts: Sequence[str]) -> pd.DataFrame:
@@ -148,21 +178,32 @@ def text_features(texts: Sequence[str]) -> pd.DataFrame:
     return frame[list(TEXT_FEATURES)]
 
 
-def deferral_features(texts: Sequence[str], probabilities: np.ndarray) -> pd.DataFrame:
-    """Compute all 18 features, in the order of :data:`FEATURE_NAMES`.
+def feature_names(num_classes: int = 2, class_names: Sequence[str] | None = None) -> list[str]:
+    """Return the deferral feature columns for ``num_classes`` classes, in model order.
+
+    For two classes without names this is :data:`FEATURE_NAMES`, the paper's 18.
+    """
+    return ["confidence", "entropy", "margin", *probability_columns(num_classes, class_names), *TEXT_FEATURES]
+
+
+def deferral_features(texts: Sequence[str], probabilities: np.ndarray, class_names: Sequence[str] | None = None) -> pd.DataFrame:
+    """Compute the uncertainty and text features, in the order of :func:`feature_names`.
 
     Args:
         texts: Sentences, length N.
-        probabilities: BERT softmax output, shape ``(N, 2)``.
+        probabilities: BERT softmax output, shape ``(N, K)``.
+        class_names: Names of the ``K`` classes (see :func:`probability_columns`).
 
     Returns:
-        Frame of shape ``(N, 18)``.
+        Frame of shape ``(N, 16 + K)``: the 18 columns of :data:`FEATURE_NAMES` for two classes.
     """
     texts = list(texts)
     if len(texts) != len(probabilities):
         raise ValueError(f"{len(texts)} texts but {len(probabilities)} probability rows; they must match.")
-    frame = pd.concat([uncertainty_features(probabilities), text_features(texts)], axis=1)
-    return frame[list(FEATURE_NAMES)]
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    frame = pd.concat([uncertainty_features(probabilities, class_names), text_features(texts)], axis=1)
+    num_classes = probabilities.shape[1] if probabilities.ndim == 2 else 2
+    return frame[feature_names(num_classes, class_names)]
 
 
 def feature_table() -> pd.DataFrame:

@@ -1,8 +1,12 @@
 """Bootstrap confidence intervals for scores computed on a few hundred sentences.
 
 Sentences are resampled with replacement, while each method's predictions stay
-as they were. The interval therefore reflects which sentences happened to be
-drawn into the test subset, not the randomness of training. Intervals are percentile
+as they were (a randomized method, such as random deferral, also varies its
+draw; see :func:`bootstrap_bounds`). The interval therefore reflects which
+sentences happened to be drawn into the test subset, not the randomness of
+training. Sentences are treated as independent, although repeated texts and
+sentences of one abstract are not quite so; the intervals are a little narrow
+for that reason. Intervals are percentile
 intervals. Every function takes a ``random_state`` so that a rerun gives the
 same interval.
 """

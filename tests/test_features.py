@@ -155,7 +155,7 @@ def test_uncertainty_tolerates_float32_rounding() -> None:
     ("probabilities", "fragment"),
     [
         (np.array([0.2, 0.8]), "shape"),
-        (np.array([[0.2, 0.3, 0.5]]), "shape"),
+        (np.array([[1.0], [1.0]]), "shape"),  # one class
         (np.ones((2, 2, 2)) / 2, "shape"),
         (np.array([[0.5, 0.6]]), "sum to 1"),
         (np.array([[0.2, 0.8], [0.3, 0.3]]), "sum to 1"),
@@ -304,3 +304,57 @@ def test_non_redundant_full_rank() -> None:
 
     assert (table["rank"] == len(identified)).all()
     assert (table["r_squared_from_others"] < 0.99).all()
+
+
+# More than two classes (the treatment-outcome task)
+
+OUTCOME_NAMES = ("NEUTRAL", "ADVERSE", "EFFECTIVE")
+
+
+def test_three_class_uncertainty_columns() -> None:
+    probabilities = np.array([[0.2, 0.5, 0.3], [0.9, 0.05, 0.05]])
+    frame = uncertainty_features(probabilities, OUTCOME_NAMES)
+
+    assert list(frame.columns) == ["confidence", "entropy", "margin", "p_neutral", "p_adverse", "p_effective"]
+    assert frame["confidence"].tolist() == pytest.approx([0.5, 0.9])
+    assert frame["margin"].tolist() == pytest.approx([0.2, 0.85])
+    assert frame.loc[0, "entropy"] == pytest.approx(-(0.2 * np.log(0.2) + 0.5 * np.log(0.5) + 0.3 * np.log(0.3)))
+
+
+def test_uniform_three_class_entropy_is_log_three() -> None:
+    frame = uncertainty_features(np.full((1, 3), 1 / 3), OUTCOME_NAMES)
+
+    assert frame.loc[0, "entropy"] == pytest.approx(np.log(3))
+    assert frame.loc[0, "margin"] == pytest.approx(0.0)
+
+
+def test_three_class_deferral_features_order() -> None:
+    from l2d_utils.features import TEXT_FEATURES, feature_names
+
+    frame = deferral_features(["Sertraline helped a lot.", "No change."], np.array([[0.1, 0.1, 0.8], [0.7, 0.2, 0.1]]), OUTCOME_NAMES)
+
+    assert list(frame.columns) == feature_names(3, OUTCOME_NAMES)
+    assert frame.shape == (2, 3 + 3 + len(TEXT_FEATURES))
+
+
+def test_binary_feature_names_unchanged() -> None:
+    from l2d_utils.features import feature_names
+
+    assert feature_names() == list(FEATURE_NAMES)
+
+
+def test_unnamed_classes_get_index_names() -> None:
+    from l2d_utils.features import probability_columns
+
+    assert probability_columns(3) == ["p_class0", "p_class1", "p_class2"]
+
+
+@pytest.mark.parametrize(
+    ("num_classes", "names", "match"),
+    [(1, None, "at least 2"), (3, ("a", "b"), "one name per class"), (2, ("Yes", "yes"), "distinct names")],
+)
+def test_probability_columns_rejects_bad_names(num_classes, names, match) -> None:
+    from l2d_utils.features import probability_columns
+
+    with pytest.raises(ValueError, match=match):
+        probability_columns(num_classes, names)

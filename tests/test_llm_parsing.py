@@ -166,3 +166,31 @@ def test_parse_mismatched_class_names_raises() -> None:
 def test_parse_empty_answer_raises() -> None:
     with pytest.raises(ValueError, match="non-empty"):
         parse_label("1", ("0", ""))
+
+
+# The three-class treatment-outcome template
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [("2", 2), (" 1.", 1), ("Label: 0", 0), ("EFFECTIVE", 2), ("The outcome is adverse.", 1), ("neutral", 0)],
+)
+def test_parse_outcome_replies(reply: str, expected: int) -> None:
+    from l2d_utils.llm.prompts import OUTCOME_PAPER_PROMPT
+
+    assert parse_label(reply, OUTCOME_PAPER_PROMPT.answers, OUTCOME_PAPER_PROMPT.class_names) == expected
+
+
+def test_outcome_reply_naming_two_classes_unparseable() -> None:
+    from l2d_utils.llm.prompts import OUTCOME_PAPER_PROMPT
+
+    assert parse_label("ADVERSE or EFFECTIVE", OUTCOME_PAPER_PROMPT.answers, OUTCOME_PAPER_PROMPT.class_names) == -1
+
+
+def test_outcome_template_has_one_example_per_class() -> None:
+    from l2d_utils.llm.prompts import OUTCOME_PAPER_PROMPT, TEMPLATES
+    from l2d_utils.outcomes import OUTCOME_CLASSES
+
+    assert sorted(answer for _, answer in OUTCOME_PAPER_PROMPT.examples) == ["0", "1", "2"]
+    assert OUTCOME_PAPER_PROMPT.class_names == OUTCOME_CLASSES
+    assert TEMPLATES["outcome-paper"] is OUTCOME_PAPER_PROMPT

@@ -89,5 +89,24 @@ ADE_PAPER_PROMPT = PromptTemplate(
     class_names=("no ADE", "ADE"),
 )
 
+OUTCOME_PAPER_PROMPT = PromptTemplate(
+    name="outcome-paper",
+    version="1",
+    system=(
+        "You classify what a text says about the outcome of a drug treatment. Reply with only one digit: "
+        "2 (EFFECTIVE: the drug helped the condition it was given for), 1 (ADVERSE: the drug caused harm, "
+        "a side effect or a withdrawal symptom), or 0 (NEUTRAL: neither, or no outcome is stated)."
+    ),
+    # One example per class, as the paper describes. All three are written for this
+    # book, so no restricted sentence (PsyTAR, MIMIC-IV) appears in a prompt.
+    examples=(
+        ("Since starting escitalopram my mood has lifted and I sleep through the night.", "2"),
+        ("Metformin was stopped after she developed lactic acidosis.", "1"),
+        ("He was started on sertraline 50 mg daily at discharge.", "0"),
+    ),
+    answers=("0", "1", "2"),
+    class_names=("NEUTRAL", "ADVERSE", "EFFECTIVE"),
+)
+
 #: Templates by name, for settings files and the command line.
-TEMPLATES: dict[str, PromptTemplate] = {ADE_PAPER_PROMPT.name: ADE_PAPER_PROMPT}
+TEMPLATES: dict[str, PromptTemplate] = {template.name: template for template in (ADE_PAPER_PROMPT, OUTCOME_PAPER_PROMPT)}
