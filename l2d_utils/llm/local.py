@@ -13,6 +13,12 @@ their key/value cache is computed once and reused; inputs are then scored in
 right-padded batches. With right padding and a causal mask, the logits at each
 row's last real token do not depend on the padding after it.
 
+NOTE: that holds in exact arithmetic only. In bfloat16 the kernels round
+differently for different batch shapes, so the same sentence scored in a
+different batch can get a probability a few hundredths apart, and a label
+near 0.5 can flip. Labels are repeatable for the same order of calls; the
+response cache keeps the first result, so a rerun reads rather than rescores.
+
 The packaged model is a GGUF file (see :mod:`l2d_utils.models`). Loading it
 through transformers de-quantizes every tensor, which takes about a minute on
 two cores, so the first load saves the converted bfloat16 weights into the
