@@ -278,15 +278,18 @@ def error_kinds(y_true, bert_labels, llm_labels, defer) -> np.ndarray:
 
 
 def deferral_diagnostics(y_true, bert_labels, llm_labels, defer) -> pd.Series:
-    """What the deferred sentences are, as the paper's error analysis reports it.
+    """Describe the deferred sentences, as the paper's error analysis does.
 
     Returns:
-        Series with ``deferred`` (count), ``deferral_precision`` (share of the
-        deferred that are BERT errors; the paper: 73% on ADE, 68% on outcomes),
-        ``bert_error_recall`` (share of BERT's errors that are deferred),
-        ``llm_accuracy_deferred`` and ``llm_accuracy_overall`` (the LLM on the
-        deferred sentences and on all), ``bert_accuracy_deferred``. Shares are
-        NaN when nothing is deferred.
+        Series with these entries. Shares are NaN when nothing is deferred.
+
+        * ``deferred``: count of deferred sentences.
+        * ``deferral_precision``: share of the deferred that are BERT errors
+          (the paper: 73% on ADE, 68% on outcomes).
+        * ``bert_error_recall``: share of BERT's errors that are deferred.
+        * ``llm_accuracy_deferred``, ``llm_accuracy_overall``: the LLM's
+          accuracy on the deferred sentences and on all of them.
+        * ``bert_accuracy_deferred``: BERT's accuracy on the deferred sentences.
     """
     y_true = np.asarray(y_true, dtype=int)
     bert_labels = np.asarray(bert_labels, dtype=int)
@@ -355,13 +358,18 @@ def system_cost(
     """
     if not 0.0 <= llm_rate <= 1.0:
         raise ValueError(f"llm_rate={llm_rate} must lie in [0, 1].")
-    cost = (1.0 if uses_bert else 0.0) + llm_rate * cost_model.llm_cost
-    latency = (cost_model.bert_ms if uses_bert else 0.0) + (cost_model.router_ms if uses_router else 0.0)
-    return cost, latency + llm_rate * cost_model.llm_ms
+    cost = llm_rate * cost_model.llm_cost
+    latency = llm_rate * cost_model.llm_ms
+    if uses_bert:
+        cost += 1.0
+        latency += cost_model.bert_ms
+    if uses_router:
+        latency += cost_model.router_ms
+    return cost, latency
 
 
 def daily_load(rates: dict[str, float], volume: int = 10_000, cost_model: CostModel = CostModel()) -> pd.DataFrame:
-    """The paper's hospital scenario: ``volume`` notes a day through each system.
+    """Tabulate the paper's hospital scenario: ``volume`` notes a day through each system.
 
     Args:
         rates: LLM call rate per system. The key ``llm_only`` runs no BERT;

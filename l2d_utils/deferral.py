@@ -73,10 +73,10 @@ def random_forest_deferral_model(seed: int = 42) -> Pipeline:
     """Return a balanced random forest (300 trees, leaves of at least 3 inputs).
 
     The paper reports that a random forest also reached F1 0.928 on ADE but
-    gives no settings. These are scikit-learn's defaults except for three:
-    300 trees instead of 100, so that the scores vary smoothly; balanced class
-    weights, as the logistic model's; and a minimum leaf size of 3, which keeps
-    the probabilities from being all 0 or 1 on a few hundred inputs.
+    gives no settings. These are scikit-learn's defaults except for three.
+    There are 300 trees instead of 100, so the scores vary smoothly. Class
+    weights are balanced, as in the logistic model. Leaves hold at least 3
+    inputs, which keeps the probabilities off 0 and 1 on a few hundred inputs.
     """
     return make_pipeline(
         RandomForestClassifier(n_estimators=300, min_samples_leaf=3, class_weight="balanced", random_state=seed, n_jobs=1)

@@ -17,7 +17,7 @@ fixes each of those:
    request that quotes the problem, and a chunk whose second reply is also
    malformed is skipped and counted. Triplets whose evidence is not text of the
    note are dropped and counted.
-3. :func:`consensus_labels` asks each labeler for one outcome per triplet
+3. :func:`consensus_labels` requests one outcome per triplet from each labeler
    with :data:`LABELING_PROMPT` and keeps the triplets on which all labelers
    agree. An unparseable label counts as a disagreement.
 4. :func:`split_by_note` splits 80/10/10 by note, and :func:`encoder_text`

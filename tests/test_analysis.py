@@ -96,7 +96,7 @@ def test_held_out_l2d_does_not_read_evaluation_labels(inputs: pd.DataFrame) -> N
     assert np.array_equal(first.defer, second.defer)
 
 
-def test_held_out_on_noise_gains_less_than_tuned_cross_validation() -> None:
+def test_noise_held_out_gains_less() -> None:
     # When the features carry no signal, tuning tau on the evaluation scores
     # still finds a lucky threshold; a held-out threshold cannot.
     tuning = synthetic_inputs(500, seed=4).assign(signal=lambda f: np.random.default_rng(9).normal(size=len(f)))

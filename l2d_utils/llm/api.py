@@ -174,8 +174,8 @@ def run_requests(
     """Run ``send`` for positions ``0 .. count - 1`` on a thread pool, storing each result as it finishes.
 
     At most ``max_concurrency`` requests are in flight. After the first request
-    that fails permanently, no new request starts and ``stop`` is set, so that
-    retries end early; the requests in flight still finish and are stored. On
+    that fails permanently, no new request starts and ``stop`` is set, so
+    retries end early. The requests in flight still finish and are stored. On
     an interrupt, or an error raised by ``on_result``, the finished requests
     in flight are stored and the exception propagates.
 

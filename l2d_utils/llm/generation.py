@@ -178,7 +178,7 @@ class TextGenerator(ABC):
     @property
     @abstractmethod
     def parameters(self) -> Mapping[str, Any]:
-        """Every setting that changes the reply (stored in the cache key)."""
+        """Return every setting that changes the reply; these go into the cache key."""
 
     @abstractmethod
     def _generate_uncached(self, requests: Sequence[GenerationRequest], on_result: ReplyCallback) -> None:

@@ -13,7 +13,7 @@ their key/value cache is computed once and reused; inputs are then scored in
 right-padded batches. With right padding and a causal mask, the logits at each
 row's last real token do not depend on the padding after it.
 
-NOTE: that holds in exact arithmetic only. In bfloat16 the kernels round
+NOTE: this is true in exact arithmetic only. In bfloat16 the kernels round
 differently for different batch shapes, so the same sentence scored in a
 different batch can get a probability a few hundredths apart, and a label
 near 0.5 can flip. Labels are repeatable for the same order of calls; the
