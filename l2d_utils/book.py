@@ -45,6 +45,7 @@ from l2d_utils.config import (
 )
 from l2d_utils.data import ReleaseFileError, load_ade_corpus
 from l2d_utils.models import MissingModelError, check_packaged_llm, is_packaged_llm, packaged_minilm_path
+from l2d_utils.outcomes import psytar_path
 
 logger = logging.getLogger(__name__)
 
@@ -173,6 +174,7 @@ def check_inputs(profile: str) -> None:
     """
     settings = get_profile(profile)
     load_ade_corpus(data_dir())  # checks line counts and parses every line: under a second
+    psytar_path(data_dir())  # the outcome chapters' data; existence only, reading takes seconds
     if settings.encoder.model == PACKAGED_MINILM:
         packaged_minilm_path()
     if settings.llm.backend == "local" and is_packaged_llm(settings.llm.model):

@@ -18,6 +18,10 @@ Paths come from environment variables, never from constants in this package:
     runs. Default: ``~/.cache/l2d-clinical``.
 ``L2D_LLM_REPLAY_ONLY``
     ``1`` forbids new LLM calls; responses must come from the cache.
+``L2D_MIMIC_NOTES``
+    Path of MIMIC-IV-Note's ``discharge.csv.gz`` (or its folder). When set,
+    the treatment-outcome chapters build their data from these notes instead
+    of PsyTAR. Needs credentialed access and an API for the extraction.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ MODEL_CACHE_ENV = "L2D_MODEL_CACHE"
 #: Set to 1 to forbid new LLM calls: a response missing from the cache raises
 #: CacheMissError. For builds that must not spend API credit.
 REPLAY_ONLY_ENV = "L2D_LLM_REPLAY_ONLY"
+MIMIC_NOTES_ENV = "L2D_MIMIC_NOTES"
 
 #: Name of the packaged encoder; resolved to a folder by :mod:`l2d_utils.models`.
 PACKAGED_MINILM = "packaged:all-MiniLM-L6-v2"
@@ -84,6 +89,15 @@ class LLMSettings:
     reasoning_effort: str | None = None
 
 
+#: The paper's treatment-outcome settings (arXiv:2604.13285, section 4.2):
+#: Bio_ClinicalBERT, learning rate 2e-5, batch 32, length 512, warmup 0.1, up
+#: to 10 epochs. Its dropout of 0.1 is the model's default. The paper gives no
+#: weight decay or patience for this task; the ADE values (0.01, 2) are kept.
+OUTCOME_PAPER_ENCODER = EncoderSettings(
+    model="emilyalsentzer/Bio_ClinicalBERT", learning_rate=2e-5, batch_size=32, max_length=512, max_epochs=10
+)
+
+
 @dataclass(frozen=True)
 class Profile:
     """Every model choice and data size of one run of the book.
@@ -101,6 +115,14 @@ class Profile:
             sensitivity analysis (at least 20).
         sensitivity_pool: Test rows the LLM labels so that subsets can be
             redrawn; ``None`` labels the whole test split.
+        outcome_encoder: Fine-tuning settings of the three-class outcome encoder.
+        outcome_rows: PsyTAR sentences used, drawn by post with seed 42;
+            ``None`` uses all 5,828.
+        labelers: The two (or more) models of the consensus labels. When two
+            are the same model, the consensus chapter gives them different prompts.
+        consensus_sample: PsyTAR sentences the labelers label, a stratified
+            draw; ``None`` labels every sentence.
+        mimic_notes: Discharge notes sampled when ``L2D_MIMIC_NOTES`` is set (the paper: 2,000).
         description: One line for the book's pages.
     """
 
@@ -113,6 +135,11 @@ class Profile:
     random_deferral_seeds: int = 1000
     sensitivity_seeds: int = 20
     sensitivity_pool: int | None = None
+    outcome_encoder: EncoderSettings = EncoderSettings(max_length=128)
+    outcome_rows: int | None = None
+    labelers: tuple[LLMSettings, ...] = (LLMSettings(), LLMSettings())
+    consensus_sample: int | None = 600
+    mimic_notes: int = 2000
     description: str = ""
 
     @property
@@ -138,6 +165,10 @@ PROFILES: dict[str, Profile] = {
         llm=LLMSettings(),
         random_deferral_seeds=200,
         sensitivity_pool=96,
+        outcome_encoder=EncoderSettings(learning_rate=2e-4, max_epochs=2, max_length=64, checkpoint_every_steps=10),
+        outcome_rows=400,
+        consensus_sample=60,
+        mimic_notes=20,
         description=(
             "a 900-row stratified sample of ADE Corpus V2, two epochs of MiniLM "
             "fine-tuning, 48 LLM calls: checks that every step runs, not what it scores"
@@ -149,9 +180,11 @@ PROFILES: dict[str, Profile] = {
         llm_subset_size=500,
         encoder=EncoderSettings(max_epochs=3),
         llm=LLMSettings(),
+        outcome_encoder=EncoderSettings(max_length=128, max_epochs=5),
         description=(
-            "all of ADE Corpus V2, MiniLM-L6 fine-tuned for up to 3 epochs on the CPU, "
-            "the packaged Qwen2.5-Coder-1.5B on the paper's 500-row test subset"
+            "all of ADE Corpus V2 and PsyTAR, MiniLM-L6 fine-tuned on the CPU, "
+            "the packaged Qwen2.5-Coder-1.5B on the paper's 500-row ADE test subset "
+            "and on PsyTAR's validation and test posts"
         ),
     ),
     "paper": Profile(
@@ -160,6 +193,14 @@ PROFILES: dict[str, Profile] = {
         llm_subset_size=500,
         encoder=EncoderSettings(model="dmis-lab/biobert-base-cased-v1.2"),
         llm=LLMSettings(backend="azure", model="gpt-5-nano", max_tokens=512, reasoning_effort="minimal"),
+        outcome_encoder=OUTCOME_PAPER_ENCODER,
+        # The paper's labelers were GPT-5.2 and Claude 4.5. Any OpenAI-compatible
+        # endpoint serves; point OPENAI_BASE_URL at a gateway for the second.
+        labelers=(
+            LLMSettings(backend="openai", model="gpt-5.2", max_tokens=512, reasoning_effort="minimal"),
+            LLMSettings(backend="openai", model="claude-sonnet-4-5", max_tokens=64),
+        ),
+        consensus_sample=None,
         description=(
             "the paper's setup: BioBERT-base-cased-v1.2 from the Hugging Face Hub "
             "and GPT-5-nano through Azure OpenAI; needs a GPU, network access and an API key. "

@@ -54,6 +54,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from l2d_utils.consensus import vote
 from l2d_utils.llm.generation import ChatPrompt, Generation, GenerationRequest, TextGenerator
 from l2d_utils.llm.parsing import parse_label
 from l2d_utils.outcomes import OUTCOME_CLASSES, outcome_split
@@ -845,9 +846,9 @@ def consensus_labels(
     votes = out[columns].to_numpy(dtype=int).reshape(len(out), len(columns))
     parseable = (votes >= 0).all(axis=1)
     same = (votes == votes[:, :1]).all(axis=1)
-    agreed = parseable & same
+    agreed, common = vote(votes)
     out["agreed"] = agreed
-    out["label"] = np.where(agreed, votes[:, 0], -1).astype(int)
+    out["label"] = common
 
     counts = ConsensusCounts(
         labelers=tuple(labeler.name for labeler in labelers),

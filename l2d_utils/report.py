@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from myst_nb import glue as _myst_glue
 
 
@@ -37,3 +38,42 @@ def log_to_stderr(level: int = logging.INFO) -> None:
         handler._l2d_stderr = True  # type: ignore[attr-defined]
         package_logger.addHandler(handler)
     package_logger.setLevel(level)
+
+
+def with_interval(frame: pd.DataFrame, column: str, digits: int = 3) -> pd.Series:
+    """Format ``column`` as ``value [low, high]`` from the columns ``<column>``, ``<column>_low`` and ``<column>_high``."""
+    missing = [name for name in (column, f"{column}_low", f"{column}_high") if name not in frame.columns]
+    if missing:
+        raise ValueError(f"Missing columns {missing}; the frame has {list(frame.columns)}.")
+    return frame.apply(
+        lambda row: f"{row[column]:.{digits}f} [{row[column + '_low']:.{digits}f}, {row[column + '_high']:.{digits}f}]", axis=1
+    )
+
+
+def or_dash(values: pd.Series, scale: float = 1.0, digits: int = 3) -> pd.Series:
+    """Format numbers times ``scale``, with a dash where a value is missing (as the paper's blank cells)."""
+    return values.map(lambda value: "–" if pd.isna(value) else f"{scale * value:.{digits}f}")
+
+
+def paper_comparison(table: pd.DataFrame, f1_name: str = "F1") -> pd.DataFrame:
+    """Lay out a results table beside the paper's values, for a chapter page.
+
+    Args:
+        table: Output of :func:`l2d_utils.baselines.with_paper_values`.
+        f1_name: Column title of the F1 metric, e.g. ``macro F1``.
+
+    Returns:
+        Frame of strings indexed by method: F1 and accuracy with 95% intervals,
+        LLM %, then the paper's F1, accuracy and LLM % (a dash where it reports none).
+    """
+    indexed = table.set_index("method")
+    return pd.DataFrame(
+        {
+            f"{f1_name} [95% CI]": with_interval(indexed, "f1"),
+            "accuracy [95% CI]": with_interval(indexed, "accuracy"),
+            "LLM %": or_dash(indexed["llm_rate"], 100, 1),
+            "paper F1": or_dash(indexed["paper_f1"]),
+            "paper accuracy": or_dash(indexed["paper_accuracy"]),
+            "paper LLM %": or_dash(indexed["paper_llm_rate"], 100, 1),
+        }
+    )

@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from l2d_utils.book import chapter_files, project_root
+from l2d_utils.outcomes import find_restricted_text, load_psytar
 
 ROOT = project_root()
 TABLE1_METHODS = ["bert_only", "llm_only", "random", "fixed_0.6", "fixed_0.7", "fixed_0.8", "fixed_0.9", "fixed_0.95", "l2d", "oracle"]
@@ -105,6 +106,10 @@ def test_analysis_chapters_write_their_tables(smoke_build):
     variants = pd.read_csv(results / "ade_deferral_variants.csv")
     assert set(variants["model"]) == {"logistic", "random_forest", "gradient_boosting"}
     assert set(variants["target"]) == {"bert_error", "complementarity"}
+    table3 = pd.read_csv(results / "table3.csv").set_index("task")
+    assert table3.index.tolist() == ["ADE", "treatment outcomes"]
+    assert table3["f1"].notna().all()
+    assert table3["llm_rate"].between(0, 1).all()
     cost = pd.read_csv(results / "ade_cost.csv")
     assert {"bert_only", "llm_only", "l2d_held_out"} <= set(cost["system"])
 
@@ -115,6 +120,53 @@ def test_status_page_lists_chapter_times(smoke_build):
     output, _ = smoke_build
     status = (output / "_build" / "html" / "chapters" / "99_status.html").read_text()
     assert "05_deferral_training" in status
+
+
+@pytest.mark.slow
+@needs_data
+def test_outcome_chapters_write_table2_and_consensus(smoke_build):
+    output, _ = smoke_build
+    results = output / "results" / "smoke"
+    table = pd.read_csv(results / "outcome_table2.csv")
+    ade = pd.read_csv(results / "ade_table1.csv")
+    assert list(table.columns) == list(ade.columns)
+    assert table["method"].tolist() == ade["method"].tolist() == TABLE1_METHODS
+    indexed = table.set_index("method")
+    # The oracle is right wherever either model is, so no routing beats its accuracy.
+    assert indexed.loc["oracle", "accuracy"] >= indexed["accuracy"].max() - 1e-9
+    quality = pd.read_csv(results / "outcome_consensus.csv")
+    assert quality["labeler"].iloc[-1] == "consensus"
+    assert quality["accuracy_low"].le(quality["accuracy"]).all()
+
+
+@pytest.fixture(scope="module")
+def psytar_sentences() -> list[str]:
+    return load_psytar()["text"].tolist()
+
+
+@pytest.mark.slow
+@needs_data
+def test_no_restricted_sentence_in_notebooks_or_pages(smoke_build, psytar_sentences):
+    """Every PsyTAR sentence, whole or by its first 40 characters, is absent from the outputs."""
+    output, _ = smoke_build
+    published = [output / "_build" / "executed", output / "_build" / "html"]
+    assert find_restricted_text(psytar_sentences, published) == []
+    assert find_restricted_text(psytar_sentences, published, prefix_chars=40) == []
+
+
+@pytest.mark.slow
+@needs_data
+def test_restricted_scan_finds_a_planted_sentence(smoke_build, psytar_sentences, tmp_path):
+    """The scan above can fail: a sentence placed in an executed outcome chapter is found."""
+    output, _ = smoke_build
+    notebook = nbformat.read(output / "_build" / "executed" / "smoke" / "chapters" / "07_outcome_models.ipynb", as_version=4)
+    index = next(k for k, text in enumerate(psytar_sentences) if len(text) > 60)
+    code = next(cell for cell in notebook.cells if cell.cell_type == "code")
+    code.outputs.append(nbformat.v4.new_output("display_data", data={"text/html": f"<td>{psytar_sentences[index][:55]}</td>"}))
+    planted = tmp_path / "planted.ipynb"
+    nbformat.write(notebook, planted)
+    assert find_restricted_text(psytar_sentences, [planted]) == []  # truncated: the whole sentence is not there
+    assert index in {hit for _, hit in find_restricted_text(psytar_sentences, [planted], prefix_chars=40)}
 
 
 def run_book(output: Path, environment: dict[str, str]) -> subprocess.CompletedProcess:

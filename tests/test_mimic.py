@@ -1039,3 +1039,154 @@ def test_local_backend_end_to_end(server, tmp_path: Path) -> None:
 
     assert rerun_counts.uncached_requests == 0
     pd.testing.assert_frame_equal(rerun, frame)
+
+
+# The outcome chapters' entry point: outcome_splits with L2D_MIMIC_NOTES set
+
+
+def mimic_profile(**overrides: Any):
+    from l2d_utils.config import LLMSettings, get_profile
+
+    labeler_pair = (
+        LLMSettings(backend="openai", model=LABELER_A, max_tokens=8),
+        LLMSettings(backend="openai", model=LABELER_B, max_tokens=8),
+    )
+    return get_profile("smoke", **{"labelers": labeler_pair, "mimic_notes": 5, **overrides})
+
+
+def test_outcome_splits_reads_mimic_notes(server, discharge_file, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from l2d_utils.pipeline import mimic_report, outcome_source, outcome_splits
+
+    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
+    monkeypatch.setenv("OPENAI_BASE_URL", f"{server.url}/v1")
+    monkeypatch.setenv("L2D_ARTIFACTS_DIR", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("L2D_MIMIC_NOTES", str(discharge_file))
+    server.script.labels = {(LABELER_B, "metformin"): "EFFECTIVE"}
+    profile = mimic_profile()
+
+    assert outcome_source() == "mimic"
+    frame = outcome_splits(profile)
+    sent = server.count()
+    again = outcome_splits(profile)
+
+    assert frame.attrs["source"] == "mimic"
+    assert list(frame.columns) == ["row_id", "group_id", "text", "label", "split"]
+    assert list(frame["label"]) == [2, 1, 0, 2]
+    assert (frame.groupby("group_id")["split"].nunique() == 1).all()
+    assert server.count() == sent  # the second call reads the saved triplets
+    pd.testing.assert_frame_equal(again, frame)
+    report = mimic_report(profile)
+    assert report["agreed_triplets"] == 4
+    assert report["agreement_rate"] == 0.8
+    assert server.count() == sent
+
+
+def test_mimic_rows_need_two_different_labelers(discharge_file, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from l2d_utils.config import get_profile
+    from l2d_utils.pipeline import mimic_outcome_rows
+
+    monkeypatch.setenv("L2D_ARTIFACTS_DIR", str(tmp_path / "artifacts"))
+    with pytest.raises(ValueError, match="two different models"):
+        mimic_outcome_rows(get_profile("laptop"), discharge_file)
+
+
+def test_mimic_rows_without_notes_path_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from l2d_utils.pipeline import mimic_outcome_rows
+
+    monkeypatch.delenv("L2D_MIMIC_NOTES", raising=False)
+    with pytest.raises(FileNotFoundError, match="L2D_MIMIC_NOTES"):
+        mimic_outcome_rows(mimic_profile())
+
+
+# End to end: invented discharge notes -> consensus triplets -> encoder, local LLM, L2D -> Table 2
+
+#: Drugs of the invented notes, with the outcome both stand-in labelers give them.
+E2E_DRUGS = {
+    "EFFECTIVE": ["cefazolin", "colchicine", "furosemide", "ondansetron", "prednisone", "levothyroxine"],
+    "ADVERSE": ["amoxicillin", "vancomycin", "lisinopril", "haloperidol", "warfarin", "allopurinol"],
+    "NEUTRAL": ["atorvastatin", "metformin", "omeprazole", "sertraline", "aspirin", "tamsulosin"],
+}
+E2E_TEMPLATES = {
+    "EFFECTIVE": "The {condition} improved quickly with {drug}.",
+    "ADVERSE": "She developed {condition} after starting {drug}, so it was stopped.",
+    "NEUTRAL": "Home {drug} was continued for {condition}.",
+}
+#: A sentence that says nothing about the outcome, so the encoder cannot learn its label from the text.
+E2E_VAGUE = "The patient received {drug} during the stay for {condition}."
+E2E_CONDITIONS = ["cellulitis", "hives", "gout", "nausea", "edema", "delirium", "rash", "hypertension"]
+
+
+def invented_notes(count: int) -> tuple[pd.DataFrame, dict[str, list[str]], dict[str, str]]:
+    """Make ``count`` invented notes with two triplets each; return the notes, the extraction replies and drug labels.
+
+    The first triplet of every other note is vague and names a drug seen nowhere
+    else, so the encoder cannot learn its label and makes errors for the router to find.
+    """
+    note_ids = [f"{10001000 + number}-DS-1" for number in range(count)]
+    drugs = [(outcome, drug) for outcome, names in E2E_DRUGS.items() for drug in names]
+    labels = {drug: outcome for outcome, names in E2E_DRUGS.items() for drug in names}
+    replies: dict[str, list[str]] = {}
+    texts = []
+    for number, note_id in enumerate(note_ids):
+        found = []
+        for position in range(2):
+            condition = E2E_CONDITIONS[(3 * number + position) % len(E2E_CONDITIONS)]
+            if position == 0 and number % 2 == 0:
+                outcome, drug = OUTCOME_CLASSES[(number // 2) % 3], f"studydrug{number}"
+                labels[drug] = outcome
+                evidence = E2E_VAGUE.format(drug=drug, condition=condition)
+            else:
+                outcome, drug = drugs[(2 * number + position) % len(drugs)]
+                evidence = E2E_TEMPLATES[outcome].format(drug=drug, condition=condition)
+            found.append(triplet(drug, condition, outcome, evidence))
+        texts.append("Brief Hospital Course:\n" + " ".join(item["evidence"] for item in found))
+        replies[note_id] = [json.dumps(found)]
+    frame = notes_frame(note_ids)
+    frame["text"] = texts
+    return frame, replies, labels
+
+
+@pytest.mark.slow
+def test_mimic_path_reaches_table2(server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The outcome chapters' code runs on MIMIC-style notes: stand-in API labelers, the local LLM as the expert."""
+    from l2d_utils.analysis import held_out_l2d
+    from l2d_utils.baselines import results_table
+    from l2d_utils.features import feature_names
+    from l2d_utils.pipeline import OUTCOME_TASK, deferral_inputs, outcome_splits, write_results
+
+    notes, replies, labels = invented_notes(80)
+    path = write_discharge(tmp_path / "discharge.csv.gz", notes)
+    for note_id, text in zip(notes["note_id"], notes["text"]):
+        monkeypatch.setitem(NOTES, note_id, text)  # the stand-in finds a request's note in NOTES
+    server.script.extraction.update(replies)
+    server.script.labels = {(model, drug): outcome for drug, outcome in labels.items() for model in (LABELER_A, LABELER_B)}
+    server.script.labels[(LABELER_B, "aspirin")] = "EFFECTIVE"  # one drug on which the labelers disagree
+    for variable, value in {
+        "OPENAI_API_KEY": API_KEY,
+        "OPENAI_BASE_URL": f"{server.url}/v1",
+        "L2D_ARTIFACTS_DIR": str(tmp_path / "artifacts"),
+        "L2D_RESULTS_DIR": str(tmp_path / "results"),
+        "L2D_MIMIC_NOTES": str(path),
+    }.items():
+        monkeypatch.setenv(variable, value)
+    profile = mimic_profile(mimic_notes=80)
+
+    splits = outcome_splits(profile)
+    validation = deferral_inputs(profile, splits, rows="validation", task=OUTCOME_TASK)
+    test = deferral_inputs(profile, splits, rows="test", task=OUTCOME_TASK)
+    features = feature_names(3, OUTCOME_CLASSES)
+    run = held_out_l2d(validation, test, features=features, folds=3, num_classes=3)
+    table = results_table(
+        test["label"], test["bert_label"], test["llm_label"], test["confidence"], run.defer, random_seeds=20, num_classes=3, n_resamples=200
+    )
+    written = write_results(table, profile, "outcome_table2")
+
+    aspirin_rows = sum(1 for reply in replies.values() for item in json.loads(reply[0]) if item["drug"] == "aspirin")
+    assert len(splits) == 160 - aspirin_rows
+    assert splits.groupby("group_id")["split"].nunique().max() == 1
+    assert set(validation.columns) >= {"p_neutral", "p_adverse", "p_effective", "llm_label", *features}
+    assert set(test["llm_label"]) <= {-1, 0, 1, 2}
+    assert np.allclose(test[["p_neutral", "p_adverse", "p_effective"]].sum(axis=1), 1.0, atol=1e-5)
+    assert len(run.defer) == len(test)
+    assert table["method"].iloc[-1] == "oracle"
+    assert written.name == "outcome_table2.csv"

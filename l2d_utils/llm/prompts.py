@@ -108,5 +108,48 @@ OUTCOME_PAPER_PROMPT = PromptTemplate(
     class_names=("NEUTRAL", "ADVERSE", "EFFECTIVE"),
 )
 
+# Two labeler prompts for the consensus check on PsyTAR. When only one local
+# model is installed, the two labelers are that model with these two prompts,
+# which differ in framing, answer letters and examples. Neither shares an
+# example with OUTCOME_PAPER_PROMPT, and every example is written for this book.
+OUTCOME_LABELER_PROMPT_A = PromptTemplate(
+    name="outcome-labeler-a",
+    version="1",
+    system=(
+        "You are a clinical NLP assistant. Based on the text, classify the treatment outcome into one of three "
+        "categories: EFFECTIVE, ADVERSE or NEUTRAL. Reply with the first letter of the category only: "
+        "E, A or N."
+    ),
+    examples=(
+        ("The rash cleared within a week of starting the cream.", "E"),
+        ("I gained twenty pounds on this medication.", "A"),
+        ("My doctor switched me to the extended-release tablets.", "N"),
+    ),
+    answers=("N", "A", "E"),
+    class_names=("NEUTRAL", "ADVERSE", "EFFECTIVE"),
+)
+
+OUTCOME_LABELER_PROMPT_B = PromptTemplate(
+    name="outcome-labeler-b",
+    version="1",
+    system=(
+        "Read one sentence written by a patient or a clinician about a medicine. Decide what it reports. "
+        "B: a benefit, meaning symptoms improved or the medicine worked. "
+        "H: harm, meaning a side effect, an adverse reaction or a withdrawal symptom. "
+        "X: neither, for example dosing, background, questions or feelings unrelated to the medicine. "
+        "Answer with one letter: B, H or X."
+    ),
+    examples=(
+        ("Coming off it gave me brain zaps for two weeks.", "H"),
+        ("After a month the panic attacks were far less frequent.", "B"),
+        ("I take it every morning with breakfast.", "X"),
+    ),
+    answers=("X", "H", "B"),
+    class_names=("NEUTRAL", "ADVERSE", "EFFECTIVE"),
+)
+
 #: Templates by name, for settings files and the command line.
-TEMPLATES: dict[str, PromptTemplate] = {template.name: template for template in (ADE_PAPER_PROMPT, OUTCOME_PAPER_PROMPT)}
+TEMPLATES: dict[str, PromptTemplate] = {
+    template.name: template
+    for template in (ADE_PAPER_PROMPT, OUTCOME_PAPER_PROMPT, OUTCOME_LABELER_PROMPT_A, OUTCOME_LABELER_PROMPT_B)
+}
