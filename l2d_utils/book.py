@@ -166,15 +166,26 @@ def select_chapters(chapters: list[str], only: list[str] | None) -> list[str]:
     return [chapter for chapter in chapters if Path(chapter).name in requested]
 
 
-def check_inputs(profile: str) -> None:
+def reads_psytar(root: Path, chapter: str) -> bool:
+    """Return True when the chapter's source loads the treatment-outcome data."""
+    return "outcome_splits(" in (root / f"{chapter}.md").read_text()
+
+
+def check_inputs(profile: str, root: Path | None = None, chapters: list[str] | None = None) -> None:
     """Fail before any long work when the data or a packaged model is missing or damaged.
+
+    PsyTAR is required only when one of ``chapters`` (all when ``None``) loads
+    the treatment-outcome data.
 
     Raises:
         FileNotFoundError, ReleaseFileError, MissingModelError: With the path and the fix.
     """
     settings = get_profile(profile)
     load_ade_corpus(data_dir())  # checks line counts and parses every line: under a second
-    psytar_path(data_dir())  # the outcome chapters' data; existence only, reading takes seconds
+    root = project_root() if root is None else root
+    selected = chapter_files(root) if chapters is None else chapters
+    if any(reads_psytar(root, chapter) for chapter in selected):
+        psytar_path(data_dir())  # existence only, because reading the workbook takes seconds
     if settings.encoder.model == PACKAGED_MINILM:
         packaged_minilm_path()
     if settings.llm.backend == "local" and is_packaged_llm(settings.llm.model):
@@ -184,7 +195,7 @@ def check_inputs(profile: str) -> None:
 def run(profile: str, only: list[str] | None, build: bool, strict: bool, output_root: Path) -> int:
     """Execute chapters and build the book; return a process exit code."""
     root = project_root()
-    check_inputs(profile)
+    check_inputs(profile, root, select_chapters(chapter_files(root), only))
     for variable, default in ((ARTIFACTS_DIR_ENV, root / "artifacts"), (RESULTS_DIR_ENV, root / "results")):
         os.environ[variable] = str(Path(os.environ.get(variable, default)).resolve())
     os.environ[DATA_DIR_ENV] = str(data_dir())

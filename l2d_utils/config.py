@@ -142,6 +142,25 @@ class Profile:
     mimic_notes: int = 2000
     description: str = ""
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.outcome_encoder, EncoderSettings):
+            raise ValueError(f"outcome_encoder must be an EncoderSettings, got {type(self.outcome_encoder).__name__}.")
+        if len(self.labelers) < 2 or not all(isinstance(labeler, LLMSettings) for labeler in self.labelers):
+            raise ValueError(
+                f"labelers must be a tuple of at least two LLMSettings, got {self.labelers!r}. "
+                "Example: labelers=(LLMSettings(backend='openai', model='a'), LLMSettings(backend='openai', model='b'))."
+            )
+        for field, value, minimum in (
+            ("outcome_rows", self.outcome_rows, 10),
+            ("consensus_sample", self.consensus_sample, 10),
+            ("mimic_notes", self.mimic_notes, 1),
+        ):
+            if field != "mimic_notes" and value is None:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+                allowed = "or None (all rows)" if field != "mimic_notes" else ""
+                raise ValueError(f"{field}={value!r} must be a whole number of at least {minimum} {allowed}".rstrip() + ".")
+
     @property
     def artifacts_dir(self) -> Path:
         """Folder of this profile's fine-tuned model, predictions and labels."""
@@ -197,7 +216,8 @@ PROFILES: dict[str, Profile] = {
         # The paper's labelers were GPT-5.2 and Claude 4.5. Any OpenAI-compatible
         # endpoint serves; point OPENAI_BASE_URL at a gateway for the second.
         labelers=(
-            LLMSettings(backend="openai", model="gpt-5.2", max_tokens=512, reasoning_effort="minimal"),
+            # GPT-5.2 rejects reasoning_effort "minimal"; it accepts none, low, medium, high and xhigh.
+            LLMSettings(backend="openai", model="gpt-5.2", max_tokens=1024, reasoning_effort="low"),
             LLMSettings(backend="openai", model="claude-sonnet-4-5", max_tokens=64),
         ),
         consensus_sample=None,
@@ -245,14 +265,14 @@ def data_dir(path: str | os.PathLike[str] | None = None) -> Path:
     if not raw:
         raise FileNotFoundError(
             f"No data folder given. Set {DATA_DIR_ENV} to the folder that contains "
-            "'ade_corpus_v2/' (for example: export L2D_DATA_DIR=/path/to/data), "
+            "'ade_corpus_v2/' and 'psytar/' (for example: export L2D_DATA_DIR=/path/to/data), "
             "or pass data_dir=... explicitly."
         )
     folder = Path(raw).expanduser().resolve()
     if not folder.is_dir():
         raise FileNotFoundError(
             f"Data folder {folder} does not exist. Point {DATA_DIR_ENV} at the folder that "
-            "contains 'ade_corpus_v2/'."
+            "contains 'ade_corpus_v2/' and 'psytar/'."
         )
     return folder
 

@@ -34,6 +34,19 @@ logger = logging.getLogger(__name__)
 LABELER_PROMPTS: tuple[PromptTemplate, ...] = (OUTCOME_LABELER_PROMPT_A, OUTCOME_LABELER_PROMPT_B)
 
 
+def _as_labels(values, name: str) -> np.ndarray:
+    """Return ``values`` as an int array, rejecting non-integer values and labels below -1."""
+    array = np.asarray(values)
+    if array.dtype.kind not in "iub":
+        as_float = array.astype(np.float64)
+        if not np.all(np.isfinite(as_float)) or not np.all(as_float == np.round(as_float)):
+            raise ValueError(f"{name} must contain whole-number class labels (-1 for unparseable); got dtype {array.dtype}.")
+    labels = array.astype(int)
+    if labels.size and labels.min() < -1:
+        raise ValueError(f"{name} contains {int(labels.min())}; labels are class indices, or -1 for an unparseable reply.")
+    return labels
+
+
 def vote(votes) -> tuple[np.ndarray, np.ndarray]:
     """Apply the consensus rule: keep a row when every labeler gives the same parseable label.
 
@@ -47,7 +60,7 @@ def vote(votes) -> tuple[np.ndarray, np.ndarray]:
     Raises:
         ValueError: When ``votes`` is not two-dimensional with at least two columns.
     """
-    votes = np.asarray(votes, dtype=int)
+    votes = _as_labels(votes, "votes")
     if votes.ndim != 2 or votes.shape[1] < 2:
         raise ValueError(f"votes must have shape (N, K) with K >= 2 labelers; got {votes.shape}.")
     agreed = (votes >= 0).all(axis=1) & (votes == votes[:, :1]).all(axis=1)
@@ -64,6 +77,11 @@ def labeler_prompts(labelers: Sequence[LLMSettings], prompts: Sequence[PromptTem
     Raises:
         ValueError: With fewer than two labelers, or more labelers than prompts.
     """
+    if isinstance(labelers, (str, LLMSettings)) or not isinstance(labelers, Sequence):
+        raise ValueError(f"labelers must be a list or tuple of LLMSettings, got {type(labelers).__name__}.")
+    wrong = [type(labeler).__name__ for labeler in labelers if not isinstance(labeler, LLMSettings)]
+    if wrong:
+        raise ValueError(f"Every labeler must be an LLMSettings; got {wrong}. Build one with LLMSettings(backend=..., model=...).")
     if len(labelers) < 2:
         raise ValueError(f"Consensus needs at least two labelers, got {len(labelers)}.")
     if len(labelers) > len(prompts):
@@ -80,6 +98,8 @@ def consensus_sample(frame: pd.DataFrame, size: int | None, seed: int = 42) -> p
     Raises:
         ValueError: When ``size`` is below 10.
     """
+    if size is not None and (not isinstance(size, (int, np.integer)) or isinstance(size, bool)):
+        raise ValueError(f"size={size!r} must be a whole number of sentences, or None for every row.")
     if size is None or size >= len(frame):
         return frame.copy()
     if size < 10:
@@ -98,6 +118,8 @@ def wilson_interval(successes: int, count: int, confidence: float = 0.95) -> tup
     Returns:
         ``(low, high)`` as proportions.
     """
+    if any(not isinstance(value, (int, np.integer)) or isinstance(value, bool) for value in (successes, count)):
+        raise ValueError(f"successes and count must be whole numbers; got successes={successes!r}, count={count!r}.")
     if count < 1 or not 0 <= successes <= count:
         raise ValueError(f"Need 0 <= successes <= count and count >= 1; got successes={successes}, count={count}.")
     if not 0 < confidence < 1:
@@ -126,13 +148,15 @@ def label_quality(
         macro_f1_high`` and ``f1_<name>, f1_<name>_low, f1_<name>_high`` per
         class (lower-case name). Intervals are 95%.
     """
-    human = np.asarray(human, dtype=int)
-    predicted = np.asarray(predicted, dtype=int)
+    human = _as_labels(human, "human")
+    predicted = _as_labels(predicted, "predicted")
     if human.shape != predicted.shape or human.ndim != 1 or len(human) == 0:
         raise ValueError(f"human {human.shape} and predicted {predicted.shape} must be non-empty and of the same shape (N,).")
     num_classes = len(class_names)
     if human.min() < 0 or human.max() >= num_classes:
         raise ValueError(f"Human labels must lie in [0, {num_classes}); found {sorted(set(human.tolist()))}.")
+    if predicted.max() >= num_classes:
+        raise ValueError(f"Predicted labels must lie in [-1, {num_classes}); found {sorted(set(predicted.tolist()))}.")
     correct = int((human == predicted).sum())
     low, high = wilson_interval(correct, len(human))
     row: dict[str, float] = {"n": float(len(human)), "accuracy": accuracy(human, predicted), "accuracy_low": low, "accuracy_high": high}
@@ -170,11 +194,11 @@ def quality_table(
         ``agreed``), with the columns of :func:`label_quality` and ``labeler``,
         ``rows``, ``coverage`` (share of the N rows scored).
     """
-    human = np.asarray(human, dtype=int)
+    human = _as_labels(human, "human")
     if len(labels) < 2:
         raise ValueError(f"Pass at least two labelers; got {list(labels)}.")
     names = list(labels)
-    votes = np.column_stack([np.asarray(labels[name], dtype=int) for name in names])
+    votes = np.column_stack([_as_labels(labels[name], name) for name in names])
     agreed, consensus = vote(votes)
     rows = []
     for name in names:
@@ -194,4 +218,6 @@ def worst_case_half_width(count: int, confidence: float = 0.95) -> float:
     """
     if count < 1:
         raise ValueError(f"count={count} must be at least 1.")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence={confidence} must lie in (0, 1), for example 0.95.")
     return float(norm.ppf(0.5 + confidence / 2)) * math.sqrt(0.25 / count)

@@ -145,8 +145,8 @@ def draw_posts(frame: pd.DataFrame, n_rows: int, seed: int = 42) -> pd.DataFrame
     Raises:
         ValueError: When ``n_rows`` is below 10 or above ``len(frame)``.
     """
-    if not 10 <= n_rows <= len(frame):
-        raise ValueError(f"n_rows={n_rows} must be between 10 and the number of rows {len(frame)}.")
+    if not isinstance(n_rows, (int, np.integer)) or isinstance(n_rows, bool) or not 10 <= n_rows <= len(frame):
+        raise ValueError(f"n_rows={n_rows!r} must be a whole number between 10 and the number of rows {len(frame)}.")
     posts = np.random.default_rng(seed).permutation(np.array(sorted(frame["post_id"].astype(str).unique())))
     sizes = frame["post_id"].astype(str).value_counts()
     enough = int(np.searchsorted(np.cumsum(sizes.reindex(posts).to_numpy()), n_rows)) + 1
@@ -260,7 +260,14 @@ def _mimic_notes_path(notes: str | Path | None) -> Path:
 
 
 def _mimic_table_path(profile: Profile, notes: str | Path | None) -> Path:
-    """Path of the saved triplets: a hash of the notes file, sample size, seed and labelers."""
+    """Return the path of the saved triplets.
+
+    Its name hashes the notes file's path, size and modification time, the
+    sample size, the seed, the labelers and both prompts, so a change to any
+    of them builds the triplets again.
+    """
+    from l2d_utils.mimic import EXTRACTION_PROMPT, LABELING_PROMPT
+
     path = _mimic_notes_path(notes)
     identities = [asdict(labeler) for labeler in profile.labelers]
     if len(profile.labelers) < 2 or any(identities.count(identity) > 1 for identity in identities):
@@ -269,7 +276,16 @@ def _mimic_table_path(profile: Profile, notes: str | Path | None) -> Path:
             "needs two different models, because one model with one prompt always agrees with itself. "
             "Use the paper profile or get_profile(..., labelers=(LLMSettings(...), LLMSettings(...)))."
         )
-    key = json.dumps({"notes": str(path), "n": profile.mimic_notes, "seed": profile.outcome_encoder.seed, "labelers": identities})
+    status = path.stat()
+    key = json.dumps(
+        {
+            "notes": [str(path), status.st_size, status.st_mtime_ns],
+            "n": profile.mimic_notes,
+            "seed": profile.outcome_encoder.seed,
+            "labelers": identities,
+            "prompts": [EXTRACTION_PROMPT.fingerprint(), LABELING_PROMPT.fingerprint()],
+        }
+    )
     return profile.artifacts_dir / f"mimic_outcomes-{hashlib.sha256(key.encode()).hexdigest()[:10]}.parquet"
 
 
@@ -444,9 +460,10 @@ def deferral_inputs(
     elif rows in splits.columns and splits[rows].dtype == bool:
         chosen = splits[rows]
     else:
+        columns = [column for column in splits.columns if splits[column].dtype == bool]
         raise ValueError(
             f"rows={rows!r} names neither a split ('validation', 'test') nor a boolean column of splits "
-            "such as 'in_llm_subset' or 'in_validation_subset'."
+            f"(this frame has {columns or 'none'}). For the outcome task pass rows='validation' or rows='test'."
         )
     bert = encoder_predictions(profile, splits, task)
     subset = bert[bert["row_id"].isin(splits.loc[chosen, "row_id"])].reset_index(drop=True)

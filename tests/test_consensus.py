@@ -141,3 +141,31 @@ def test_no_prompt_example_is_a_psytar_sentence() -> None:
     restricted = {normalize_for_search(text) for text in load_psytar()["text"]}
     examples = [text for template in TEMPLATES.values() for text, _ in template.examples]
     assert not [text for text in examples if normalize_for_search(text) in restricted]
+
+
+def test_vote_rejects_fractional_labels() -> None:
+    with pytest.raises(ValueError, match="whole-number"):
+        vote([[0.7, 0.2]])
+
+
+def test_label_quality_rejects_unknown_predicted_class() -> None:
+    with pytest.raises(ValueError, match="Predicted labels"):
+        label_quality([0, 1, 2], [0, 1, 5], OUTCOME_CLASSES)
+
+
+@pytest.mark.parametrize("labelers", ["local", LLMSettings(), [LLMSettings(), {"model": "m"}]])
+def test_labeler_prompts_reject_non_settings(labelers) -> None:
+    with pytest.raises(ValueError, match="LLMSettings"):
+        labeler_prompts(labelers)
+
+
+@pytest.mark.parametrize("successes,count", [(5.5, 10), (5, 10.0)])
+def test_wilson_interval_needs_whole_numbers(successes, count) -> None:
+    with pytest.raises(ValueError, match="whole numbers"):
+        wilson_interval(successes, count)
+
+
+def test_consensus_sample_rejects_text_size() -> None:
+    frame = pd.DataFrame({"row_id": range(30), "label": [0, 1, 2] * 10})
+    with pytest.raises(ValueError, match="whole number"):
+        consensus_sample(frame, "20")

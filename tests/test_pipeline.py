@@ -104,7 +104,7 @@ def test_encoder_folder_depends_on_split_assignment():
 
 def test_deferral_inputs_rejects_unknown_rows():
     splits = pd.DataFrame({"row_id": [0], "label": [0], "split": ["test"], "in_llm_subset": [True]})
-    with pytest.raises(ValueError, match="in_validation_subset"):
+    with pytest.raises(ValueError, match=r"rows='everything'.*\['in_llm_subset'\]"):
         deferral_inputs(get_profile("smoke"), splits, rows="everything")
 
 

@@ -474,13 +474,14 @@ class _ChatCompletionsBackend(LLMBackend):
             unparseable.append(position)
             if len(unparseable) <= _MAX_LOGGED_PER_RUN:
                 logger.warning(
-                    "%s/%s: unparseable reply for sentence %d stored with label %d (finish_reason=%s): %r%s",
+                    # The reply's text is not logged: models often repeat the input, which may be restricted.
+                    "%s/%s: unparseable reply for sentence %d stored with label %d (finish_reason=%s, %d characters)%s",
                     self.provider,
                     self.model,
                     position,
                     UNPARSEABLE,
                     finish_reason,
-                    response.raw_reply[:200],
+                    len(response.raw_reply),
                     _LENGTH_HINT if finish_reason == "length" and not response.raw_reply.strip() else "",
                 )
 
@@ -527,9 +528,9 @@ class _ChatCompletionsBackend(LLMBackend):
             position, error = failure
             if not isinstance(error, openai.OpenAIError):
                 raise error
-            raise LLMRequestError(self._failure_message(position, len(texts), texts[position], error), position) from error
+            raise LLMRequestError(self._failure_message(position, len(texts), error), position) from error
 
-    def _failure_message(self, position: int, total: int, text: str, error: Exception) -> str:
+    def _failure_message(self, position: int, total: int, error: Exception) -> str:
         cause = f"{type(error).__name__}: {self._redact(str(error))}"
         if _is_retryable(error):
             cause += f", after {self.max_retries} retries"
@@ -538,7 +539,8 @@ class _ChatCompletionsBackend(LLMBackend):
             advice = f"Check the API key ({self._key_variable}). " + advice
         return (
             f"{self.provider}/{self.model}: request for sentence {position} of the {total} uncached sentences "
-            f"failed ({cause}). {advice} Sentence: {text[:80]!r}"
+            f"failed ({cause}). {advice} The sentence's text is left out because its data set may be restricted; "
+            "find it by its position in the input."
         )
 
 
