@@ -150,16 +150,13 @@ class Profile:
                 f"labelers must be a tuple of at least two LLMSettings, got {self.labelers!r}. "
                 "Example: labelers=(LLMSettings(backend='openai', model='a'), LLMSettings(backend='openai', model='b'))."
             )
-        for field, value, minimum in (
-            ("outcome_rows", self.outcome_rows, 10),
-            ("consensus_sample", self.consensus_sample, 10),
-            ("mimic_notes", self.mimic_notes, 1),
-        ):
-            if field != "mimic_notes" and value is None:
+        for field, minimum, optional in (("outcome_rows", 10, True), ("consensus_sample", 10, True), ("mimic_notes", 1, False)):
+            value = getattr(self, field)
+            if optional and value is None:
                 continue
             if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-                allowed = "or None (all rows)" if field != "mimic_notes" else ""
-                raise ValueError(f"{field}={value!r} must be a whole number of at least {minimum} {allowed}".rstrip() + ".")
+                alternative = " or None (all rows)" if optional else ""
+                raise ValueError(f"{field}={value!r} must be a whole number of at least {minimum}{alternative}.")
 
     @property
     def artifacts_dir(self) -> Path:
@@ -216,7 +213,7 @@ PROFILES: dict[str, Profile] = {
         # The paper's labelers were GPT-5.2 and Claude 4.5. Any OpenAI-compatible
         # endpoint serves; point OPENAI_BASE_URL at a gateway for the second.
         labelers=(
-            # GPT-5.2 rejects reasoning_effort "minimal"; it accepts none, low, medium, high and xhigh.
+            # API references list none, low, medium, high and xhigh for GPT-5.2, so "minimal" would be rejected.
             LLMSettings(backend="openai", model="gpt-5.2", max_tokens=1024, reasoning_effort="low"),
             LLMSettings(backend="openai", model="claude-sonnet-4-5", max_tokens=64),
         ),

@@ -147,10 +147,11 @@ def draw_posts(frame: pd.DataFrame, n_rows: int, seed: int = 42) -> pd.DataFrame
     """
     if not isinstance(n_rows, (int, np.integer)) or isinstance(n_rows, bool) or not 10 <= n_rows <= len(frame):
         raise ValueError(f"n_rows={n_rows!r} must be a whole number between 10 and the number of rows {len(frame)}.")
-    posts = np.random.default_rng(seed).permutation(np.array(sorted(frame["post_id"].astype(str).unique())))
-    sizes = frame["post_id"].astype(str).value_counts()
-    enough = int(np.searchsorted(np.cumsum(sizes.reindex(posts).to_numpy()), n_rows)) + 1
-    return frame[frame["post_id"].astype(str).isin(set(posts[:enough]))].reset_index(drop=True)
+    post_ids = frame["post_id"].astype(str)
+    posts = np.random.default_rng(seed).permutation(np.array(sorted(post_ids.unique())))
+    cumulative_rows = np.cumsum(post_ids.value_counts().reindex(posts).to_numpy())
+    enough = int(np.searchsorted(cumulative_rows, n_rows)) + 1
+    return frame[post_ids.isin(set(posts[:enough])).to_numpy()].reset_index(drop=True)
 
 
 def outcome_splits(profile: Profile, data_dir: str | Path | None = None, source: str | None = None) -> pd.DataFrame:
@@ -158,7 +159,7 @@ def outcome_splits(profile: Profile, data_dir: str | Path | None = None, source:
 
     Args:
         profile: Sets the row sample and the seed.
-        data_dir: Data folder holding ``psytar/``; default ``L2D_DATA_DIR``.
+        data_dir: Data folder containing ``psytar/``; default ``L2D_DATA_DIR``.
         source: ``psytar`` (the default run) or ``mimic`` (discharge notes
             from ``L2D_MIMIC_NOTES``, see :func:`mimic_outcome_rows`). Default:
             :func:`outcome_source`.
@@ -270,7 +271,7 @@ def _mimic_table_path(profile: Profile, notes: str | Path | None) -> Path:
 
     path = _mimic_notes_path(notes)
     identities = [asdict(labeler) for labeler in profile.labelers]
-    if len(profile.labelers) < 2 or any(identities.count(identity) > 1 for identity in identities):
+    if any(identities.count(identity) > 1 for identity in identities):  # Profile ensures at least two
         raise ValueError(
             f"Profile {profile.name!r} has labelers {[labeler.model for labeler in profile.labelers]}; the MIMIC consensus "
             "needs two different models, because one model with one prompt always agrees with itself. "

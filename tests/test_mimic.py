@@ -1111,7 +1111,7 @@ E2E_TEMPLATES = {
     "ADVERSE": "She developed {condition} after starting {drug}, so it was stopped.",
     "NEUTRAL": "Home {drug} was continued for {condition}.",
 }
-#: A sentence that says nothing about the outcome, so the encoder cannot learn its label from the text.
+#: A sentence that states no outcome, so the encoder cannot learn its label from the text.
 E2E_VAGUE = "The patient received {drug} during the stay for {condition}."
 E2E_CONDITIONS = ["cellulitis", "hives", "gout", "nausea", "edema", "delirium", "rash", "hypertension"]
 

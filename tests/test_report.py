@@ -39,8 +39,8 @@ def test_or_dash_marks_missing_values() -> None:
 
 
 def test_paper_comparison_uses_table2_values() -> None:
-    shown = paper_comparison(with_paper_values(result_rows(), PAPER_TABLE2), f1_name="macro F1")
-    assert list(shown.columns) == ["macro F1 [95% CI]", "accuracy [95% CI]", "LLM %", "paper F1", "paper accuracy", "paper LLM %"]
-    assert shown.loc["bert_only", "paper F1"] == "0.887"
-    assert shown.loc["random", "paper F1"] == "–"
-    assert shown.loc["random", "LLM %"] == "12.5"
+    comparison = paper_comparison(with_paper_values(result_rows(), PAPER_TABLE2), f1_name="macro F1")
+    assert list(comparison.columns) == ["macro F1 [95% CI]", "accuracy [95% CI]", "LLM %", "paper F1", "paper accuracy", "paper LLM %"]
+    assert comparison.loc["bert_only", "paper F1"] == "0.887"
+    assert comparison.loc["random", "paper F1"] == "–"
+    assert comparison.loc["random", "LLM %"] == "12.5"
