@@ -552,6 +552,29 @@ def test_max_concurrency_bounds_in_flight(server, cache) -> None:
     assert server.state.max_in_flight == 2
 
 
+def test_per_input_templates_run_concurrently(server, cache) -> None:
+    """Retrieved few-shot prompts differ per sentence and still share the concurrency bound."""
+    server.state.reply_delay = 0.1
+    sentences = [f"Sentence number {i}." for i in range(6)]
+    templates = [
+        PromptTemplate(
+            f"ade-own-{i}",
+            "1",
+            ADE_PAPER_PROMPT.system,
+            ADE_PAPER_PROMPT.examples[i % 3 :],
+            ADE_PAPER_PROMPT.answers,
+            ADE_PAPER_PROMPT.class_names,
+        )
+        for i in range(6)
+    ]
+
+    results = openai_backend(server, cache, max_concurrency=3).classify_each(sentences, templates)
+
+    assert server.state.max_in_flight == 3
+    assert [len(request.body["messages"]) for request in server.state.requests].count(len(templates[0].messages("x"))) == 2
+    assert len(results) == 6 and len(cache) == 6
+
+
 def test_requests_per_minute_spaces_starts(server, cache) -> None:
     openai_backend(server, cache, requests_per_minute=600, max_concurrency=4).classify(SENTENCES, ADE_PAPER_PROMPT)
 

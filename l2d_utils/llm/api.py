@@ -455,17 +455,25 @@ class _ChatCompletionsBackend(LLMBackend):
         return replace(response, label=parse_label(response.raw_reply, answers, class_names)), finish_reason
 
     def _classify_uncached(self, texts: Sequence[str], template: PromptTemplate, on_result: ResultCallback) -> None:
-        """Send one request per sentence and pass each response to ``on_result`` as it finishes.
+        self._classify_uncached_each(texts, [template] * len(texts), on_result)
 
-        At most ``max_concurrency`` requests are in flight. After the first
-        request that fails permanently, no new request starts. The requests in
-        flight finish and are stored, and then :class:`LLMRequestError` is raised.
+    def _classify_uncached_each(
+        self, texts: Sequence[str], templates: Sequence[PromptTemplate], on_result: ResultCallback
+    ) -> None:
+        """Send one request per sentence, each with its own template, and store each response as it finishes.
+
+        At most ``max_concurrency`` requests are in flight, whether the
+        sentences share a template or each has its own (retrieved examples).
+        After the first request that fails permanently, no new request starts.
+        The requests in flight finish and are stored, and then
+        :class:`LLMRequestError` is raised.
         """
-        all_messages = [template.messages(text) for text in texts]
+        all_messages = [template.messages(text) for text, template in zip(texts, templates)]
         self._retries_logged = 0
         unparseable: list[int] = []
 
         def send(position: int, stop: threading.Event) -> tuple[CachedResponse, str | None]:
+            template = templates[position]
             return self._complete(position, all_messages[position], template.answers, template.class_names, stop)
 
         def finished(position: int, response: CachedResponse, finish_reason: str | None) -> None:

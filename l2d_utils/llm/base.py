@@ -114,11 +114,9 @@ class LLMBackend(ABC):
 
         Sentences whose results are not cached are grouped by :func:`template_id`
         and passed to ``_classify_uncached_each``. By default that makes one
-        ``_classify_uncached`` call per template; the local backend overrides it
-        to batch sentences across templates.
-
-        NOTE: The API backends keep the default, so per-input templates (as with
-        retrieved few-shot examples) run one request at a time there.
+        ``_classify_uncached`` call per template. The local backend overrides it
+        to batch sentences across templates, and the API backends to keep up to
+        ``max_concurrency`` requests in flight across templates.
 
         Args:
             texts: Sentences, length N.
