@@ -34,6 +34,7 @@ import papermill
 import yaml
 
 from l2d_utils.config import (
+    LLM_CACHE_FILE,
     ARTIFACTS_DIR_ENV,
     DATA_DIR_ENV,
     PACKAGED_MINILM,
@@ -44,6 +45,7 @@ from l2d_utils.config import (
     get_profile,
 )
 from l2d_utils.data import ReleaseFileError, load_ade_corpus
+from l2d_utils.llm.cache import USAGE_RUN_ENV, ResponseCache
 from l2d_utils.models import MissingModelError, check_packaged_llm, is_packaged_llm, packaged_minilm_path
 from l2d_utils.outcomes import psytar_path
 
@@ -192,6 +194,17 @@ def check_inputs(profile: str, root: Path | None = None, chapters: list[str] | N
         check_packaged_llm()
 
 
+def forget_llm_usage(run: str) -> None:
+    """Drop the response cache's usage notes of ``run``, so that they describe the coming execution."""
+    cache_path = Path(os.environ[ARTIFACTS_DIR_ENV]) / LLM_CACHE_FILE
+    if cache_path.is_file():
+        cache = ResponseCache(cache_path, run="")
+        try:
+            cache.forget_usage(run)
+        finally:
+            cache.close()
+
+
 def run(profile: str, only: list[str] | None, build: bool, strict: bool, output_root: Path) -> int:
     """Execute chapters and build the book; return a process exit code."""
     root = project_root()
@@ -217,6 +230,8 @@ def run(profile: str, only: list[str] | None, build: bool, strict: bool, output_
         if chapter == STATUS_CHAPTER:
             continue
         logger.info("Executing %s with profile %s", chapter, profile)
+        forget_llm_usage(f"{profile}/{chapter}")
+        os.environ[USAGE_RUN_ENV] = f"{profile}/{chapter}"
         try:
             seconds = execute_chapter(root, chapter, executed / f"{chapter}.ipynb", profile)
         except papermill.PapermillExecutionError as error:
@@ -236,6 +251,7 @@ def run(profile: str, only: list[str] | None, build: bool, strict: bool, output_
         timings_path.write_text(json.dumps(timings, indent=1))
         logger.info("%s done in %.1f s", chapter, seconds)
 
+    os.environ.pop(USAGE_RUN_ENV, None)
     if STATUS_CHAPTER in selected:
         os.environ["L2D_TIMINGS_FILE"] = str(timings_path)
         execute_chapter(root, STATUS_CHAPTER, executed / f"{STATUS_CHAPTER}.ipynb", profile)

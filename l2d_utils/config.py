@@ -30,6 +30,8 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from l2d_utils.llm.costs import Prices
+
 DATA_DIR_ENV = "L2D_DATA_DIR"
 ARTIFACTS_DIR_ENV = "L2D_ARTIFACTS_DIR"
 RESULTS_DIR_ENV = "L2D_RESULTS_DIR"
@@ -79,6 +81,10 @@ class LLMSettings:
         max_tokens: Reply token limit for API backends. For reasoning models
             it also covers hidden reasoning tokens, so it must not be tiny.
         reasoning_effort: ``minimal``, ``low``, ... for reasoning models; ``None`` to omit.
+        prices: USD per million input and output tokens, for the book's cost
+            tables; ``None`` (the default, and right for a local model) leaves
+            costs out. No price ships with the project: take them from the
+            provider's current price list.
     """
 
     backend: str = "local"
@@ -87,6 +93,7 @@ class LLMSettings:
     temperature: float | None = None
     max_tokens: int = 16
     reasoning_effort: str | None = None
+    prices: Prices | None = None
 
 
 #: The paper's treatment-outcome settings (arXiv:2604.13285, section 4.2):
@@ -282,6 +289,10 @@ def artifacts_root() -> Path:
 def results_root() -> Path:
     """Folder for result CSV files (``L2D_RESULTS_DIR``)."""
     return Path(os.environ.get(RESULTS_DIR_ENV, "results")).expanduser().resolve()
+
+
+#: File name of the LLM response cache, shared by all profiles, in the artifacts folder.
+LLM_CACHE_FILE = "llm_cache.sqlite"
 
 
 def model_cache_dir() -> Path:

@@ -242,3 +242,46 @@ def test_classify_without_cache_calls_every_time() -> None:
     backend.classify(SENTENCES, ADE_PAPER_PROMPT)
 
     assert len(backend.calls) == 2 * len(SENTENCES)
+
+
+# Usage notes per run
+
+
+def test_usage_counts_each_response_once_per_run(tmp_path: Path) -> None:
+    path = tmp_path / "responses.sqlite"
+    first, second = make_key(model="a"), make_key(model="b")
+    chapter_3 = ResponseCache(path, run="laptop/03")
+    chapter_3.put(first, make_response(prompt_tokens=100, latency_ms=10.0), "openai", "a", "t")
+    chapter_3.get(first)  # read again by the same run: still one call
+    chapter_3.close()
+    chapter_5 = ResponseCache(path, run="laptop/05")
+    assert chapter_5.get(first) is not None
+    chapter_5.put(second, make_response(prompt_tokens=50, completion_tokens=2, latency_ms=5.0), "openai", "b", "t")
+    chapter_5.close()
+
+    reader = ResponseCache(path, run="")
+    usage = reader.usage("laptop/")
+    assert [(row["run"], row["model"], row["calls"], row["prompt_tokens"]) for row in usage] == [
+        ("laptop/03", "a", 1, 100),
+        ("laptop/05", "a", 1, 100),
+        ("laptop/05", "b", 1, 50),
+    ]
+    assert reader.usage("smoke/") == []
+    assert reader.forget_usage("laptop/05") == 2
+    assert [row["run"] for row in reader.usage()] == ["laptop/03"]
+    with pytest.raises(ValueError, match="must not be empty"):
+        reader.forget_usage("")
+    reader.close()
+
+
+def test_usage_run_comes_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("L2D_USAGE_RUN", "smoke/07")
+    cache = ResponseCache(tmp_path / "responses.sqlite")
+    cache.put(make_key(), make_response(), "openai", "gpt-4o-mini", "t")
+    assert [row["run"] for row in cache.usage()] == ["smoke/07"]
+    cache.close()
+    monkeypatch.delenv("L2D_USAGE_RUN")
+    unnamed = ResponseCache(tmp_path / "other.sqlite")
+    unnamed.put(make_key(), make_response(), "openai", "gpt-4o-mini", "t")
+    assert unnamed.usage() == []
+    unnamed.close()

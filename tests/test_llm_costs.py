@@ -149,3 +149,21 @@ def test_default_prices_empty_and_raise(frame) -> None:
 def test_invalid_price_raises(value) -> None:
     with pytest.raises(ValueError, match="input_usd_per_million"):
         Prices(input_usd_per_million=value, output_usd_per_million=1.0)
+
+
+def test_chapter_usage_prices_only_priced_models() -> None:
+    from l2d_utils.llm.costs import chapter_usage
+
+    usage = [
+        {"run": "paper/03_llm_prompting", "provider": "azure", "model": "gpt-5-nano", "calls": 2,
+         "prompt_tokens": 2_000_000, "completion_tokens": 1_000_000, "latency_ms": 120_000.0},
+        {"run": "laptop/03_llm_prompting", "provider": "local", "model": "packaged:qwen", "calls": 5,
+         "prompt_tokens": 1000, "completion_tokens": 0, "latency_ms": 60_000.0},
+    ]  # fmt: skip
+    table = chapter_usage(usage, {"gpt-5-nano": Prices(0.5, 4.0), "packaged:qwen": None})
+    priced = table.set_index("model")
+    assert priced.loc["gpt-5-nano", "total_usd"] == pytest.approx(2 * 0.5 + 1 * 4.0)
+    assert math.isnan(priced.loc["packaged:qwen", "total_usd"])
+    assert priced.loc["gpt-5-nano", "llm_minutes"] == pytest.approx(2.0)
+    assert table["chapter"].tolist() == ["03_llm_prompting", "03_llm_prompting"]
+    assert chapter_usage([]).empty

@@ -8,12 +8,20 @@ letting a caller make a new call. Book builds that must not call an API use it.
 The key hashes the provider, the model, the prompt template's name, version and
 fingerprint, the rendered messages and every sampling parameter. Nothing
 secret goes into a key or a record: callers pass settings without API keys.
+
+A cache opened with a ``run`` name (by default the ``L2D_USAGE_RUN``
+environment variable, which the book runner sets to ``<profile>/<chapter>``
+for each chapter) also notes which responses that run read or stored.
+:meth:`ResponseCache.usage` then sums tokens and the original latency per
+run, so the book can say what each chapter asked of the LLM, whether the
+calls were made in this build or an earlier one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -37,6 +45,15 @@ CREATE TABLE IF NOT EXISTS responses (
     created_at REAL NOT NULL
 )
 """
+USAGE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS usage (
+    run TEXT NOT NULL,
+    key TEXT NOT NULL,
+    PRIMARY KEY (run, key)
+)
+"""
+#: Environment variable naming the run whose reads and writes :class:`ResponseCache` notes.
+USAGE_RUN_ENV = "L2D_USAGE_RUN"
 
 
 class CacheMissError(LookupError):
@@ -98,17 +115,26 @@ class ResponseCache:
     Args:
         path: Database file; its folder is created if needed.
         replay_only: Raise :class:`CacheMissError` on a miss instead of returning ``None``.
+        run: Name under which reads and writes are noted for :meth:`usage`;
+            default ``L2D_USAGE_RUN``, and nothing is noted when neither is set.
     """
 
-    def __init__(self, path: str | Path, replay_only: bool = False) -> None:
+    def __init__(self, path: str | Path, replay_only: bool = False, run: str | None = None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.replay_only = replay_only
+        self.run = (run if run is not None else os.environ.get(USAGE_RUN_ENV)) or None
         self._lock = threading.Lock()
         self._connection = sqlite3.connect(self.path, check_same_thread=False)
         self._connection.execute("PRAGMA journal_mode=WAL")
         self._connection.execute(SCHEMA)
+        self._connection.execute(USAGE_SCHEMA)
         self._connection.commit()
+
+    def _note(self, key: str) -> None:
+        """Record that this cache's run used ``key``; the caller holds the lock and commits."""
+        if self.run is not None:
+            self._connection.execute("INSERT OR IGNORE INTO usage VALUES (?, ?)", (self.run, key))
 
     def get(self, key: str) -> CachedResponse | None:
         """Return the stored response for ``key``, or ``None`` on a miss.
@@ -122,6 +148,9 @@ class ResponseCache:
                 "FROM responses WHERE key = ?",
                 (key,),
             ).fetchone()
+            if row is not None and self.run is not None:
+                self._note(key)
+                self._connection.commit()
         if row is None:
             if self.replay_only:
                 raise CacheMissError(
@@ -166,7 +195,45 @@ class ResponseCache:
                     response.created_at or time.time(),
                 ),
             )
+            self._note(key)
             self._connection.commit()
+
+    def forget_usage(self, run_prefix: str) -> int:
+        """Drop the usage notes of every run whose name starts with ``run_prefix``; return how many.
+
+        The book runner calls it before a chapter runs, so the notes describe the latest execution.
+        """
+        if not run_prefix:
+            raise ValueError("run_prefix must not be empty; it would drop the usage notes of every run.")
+        with self._lock:
+            deleted = self._connection.execute("DELETE FROM usage WHERE substr(run, 1, ?) = ?", (len(run_prefix), run_prefix)).rowcount
+            self._connection.commit()
+        return int(deleted)
+
+    def usage(self, run_prefix: str = "") -> list[dict[str, Any]]:
+        """Sum the responses each run used, per run, provider and model.
+
+        Every response counts once per run however often the run read it.
+        Tokens and latency are those of the original call, made by this run
+        or an earlier one.
+
+        Args:
+            run_prefix: Keep only runs whose name starts with it, e.g. ``laptop/``.
+
+        Returns:
+            One dict per (run, provider, model) with ``run, provider, model,
+            calls, prompt_tokens, completion_tokens, latency_ms`` (summed), sorted by run.
+        """
+        with self._lock:
+            rows = self._connection.execute(
+                "SELECT usage.run, responses.provider, responses.model, COUNT(*), "
+                "COALESCE(SUM(responses.prompt_tokens), 0), COALESCE(SUM(responses.completion_tokens), 0), "
+                "SUM(responses.latency_ms) FROM usage JOIN responses ON usage.key = responses.key "
+                "WHERE substr(usage.run, 1, ?) = ? GROUP BY usage.run, responses.provider, responses.model ORDER BY usage.run",
+                (len(run_prefix), run_prefix),
+            ).fetchall()
+        names = ("run", "provider", "model", "calls", "prompt_tokens", "completion_tokens", "latency_ms")
+        return [dict(zip(names, row)) for row in rows]
 
     def __len__(self) -> int:
         with self._lock:

@@ -145,3 +145,45 @@ def cost_table(
     table["output_usd"] = table["completion_tokens"] * model_prices.output_usd_per_million / 1_000_000
     table["total_usd"] = table["input_usd"] + table["output_usd"]
     return table
+
+
+def chapter_usage(usage: list[Mapping[str, object]], prices: Mapping[str, Prices | None] | None = None) -> pd.DataFrame:
+    """Turn the usage notes of a response cache into one row per run and model, with costs.
+
+    Args:
+        usage: Output of :meth:`~l2d_utils.llm.cache.ResponseCache.usage`,
+            with runs named ``<profile>/<chapter>`` by the book runner.
+        prices: :class:`Prices` by model name; a model that is missing or
+            mapped to ``None`` (a local model) gets NaN costs.
+
+    Returns:
+        Frame with ``chapter, provider, model, calls, prompt_tokens,
+        completion_tokens, llm_minutes`` (the summed wall time of the original
+        calls) and ``total_usd``, sorted by chapter.
+    """
+    prices = prices or {}
+    rows = []
+    for entry in usage:
+        model = str(entry["model"])
+        model_prices = prices.get(model)
+        prompt_tokens = int(entry["prompt_tokens"])
+        completion_tokens = int(entry["completion_tokens"])
+        cost = math.nan
+        if model_prices is not None:
+            cost = (
+                prompt_tokens * model_prices.input_usd_per_million + completion_tokens * model_prices.output_usd_per_million
+            ) / 1_000_000
+        rows.append(
+            {
+                "chapter": str(entry["run"]).rsplit("/", 1)[-1],
+                "provider": entry["provider"],
+                "model": model,
+                "calls": int(entry["calls"]),
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "llm_minutes": float(entry["latency_ms"] or 0.0) / 60_000,
+                "total_usd": cost,
+            }
+        )
+    columns = ["chapter", "provider", "model", "calls", "prompt_tokens", "completion_tokens", "llm_minutes", "total_usd"]
+    return pd.DataFrame(rows, columns=columns).sort_values("chapter", kind="stable").reset_index(drop=True)
