@@ -18,8 +18,15 @@ $(BIN)/.installed: pyproject.toml requirements.lock
 book: $(BIN)/.installed
 	$(BIN)/python -m l2d_utils.book --profile $(PROFILE)
 
-# Unit tests, every chapter with the smoke profile, and a strict book build.
-test: $(BIN)/.installed
+# The llama.cpp server for tests/test_llama_server.py, compiled from source
+# (about 5 min on 2 cores) with the CPU flags of tools/llama_cmake_args.py.
+LLAMA_CMAKE_ARGS ?= $(shell $(PYTHON) tools/llama_cmake_args.py)
+$(BIN)/.llama-installed: $(BIN)/.installed
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install --quiet -c requirements.lock -e ".[test,llama-server]"
+	touch $@
+
+# Unit tests, a real llama.cpp server, every chapter with the smoke profile, and a strict book build.
+test: $(BIN)/.llama-installed
 	$(BIN)/python -m pytest
 
 # Execute chapters without building the HTML, e.g. make chapters PROFILE=smoke.
