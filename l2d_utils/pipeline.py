@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from l2d_utils.config import MIMIC_NOTES_ENV, REPLAY_ONLY_ENV, EncoderSettings, LLMSettings, Profile, artifacts_root
+from l2d_utils.config import LLM_CACHE_FILE, MIMIC_NOTES_ENV, REPLAY_ONLY_ENV, EncoderSettings, LLMSettings, Profile, artifacts_root
 from l2d_utils.data import load_ade_corpus, stratified_sample
 from l2d_utils.encoder import fine_tune, load_state, predict_proba
 from l2d_utils.features import deferral_features, probability_columns
@@ -37,7 +37,6 @@ from l2d_utils.splits import grouped_split, llm_subset, paper_split
 
 logger = logging.getLogger(__name__)
 
-LLM_CACHE_FILE = "llm_cache.sqlite"
 
 
 @dataclass(frozen=True)
@@ -270,7 +269,8 @@ def _mimic_table_path(profile: Profile, notes: str | Path | None) -> Path:
     from l2d_utils.mimic import EXTRACTION_PROMPT, LABELING_PROMPT
 
     path = _mimic_notes_path(notes)
-    identities = [asdict(labeler) for labeler in profile.labelers]
+    # Prices only change the cost tables, so they stay out of the name.
+    identities = [{key: value for key, value in asdict(labeler).items() if key != "prices"} for labeler in profile.labelers]
     if any(identities.count(identity) > 1 for identity in identities):  # Profile ensures at least two
         raise ValueError(
             f"Profile {profile.name!r} has labelers {[labeler.model for labeler in profile.labelers]}; the MIMIC consensus "
@@ -437,9 +437,14 @@ def _backend_settings(settings: LLMSettings) -> dict[str, object]:
 
 
 def deferral_inputs(
-    profile: Profile, splits: pd.DataFrame, replay_only: bool = False, rows: str = "in_llm_subset", task: Task = ADE_TASK
+    profile: Profile,
+    splits: pd.DataFrame,
+    replay_only: bool = False,
+    rows: str = "in_llm_subset",
+    task: Task = ADE_TASK,
+    expert: str = "llm",
 ) -> pd.DataFrame:
-    """Join BERT's and the LLM's outputs and the deferral features on a set of rows.
+    """Join BERT's and the expert's outputs and the deferral features on a set of rows.
 
     Args:
         profile: Picks the encoder and the LLM.
@@ -449,6 +454,9 @@ def deferral_inputs(
             the paper's test subset; ``in_validation_subset``), or a split name
             (``test``, ``validation``) for all of its rows.
         task: :data:`ADE_TASK` or :data:`OUTCOME_TASK`; sets the classes and the prompt.
+        expert: Who labels deferred sentences, a key of
+            :data:`l2d_utils.experts.EXPERTS`; ``llm`` is the paper's prompt.
+            The ``llm_*`` columns then hold that expert's labels.
 
     Returns:
         One row per chosen sentence: ``row_id, split, text, label``, the
@@ -468,7 +476,12 @@ def deferral_inputs(
         )
     bert = encoder_predictions(profile, splits, task)
     subset = bert[bert["row_id"].isin(splits.loc[chosen, "row_id"])].reset_index(drop=True)
-    llm = llm_predictions(profile, subset, template=task.template, replay_only=replay_only)
+    if expert == "llm":
+        llm = llm_predictions(profile, subset, template=task.template, replay_only=replay_only)
+    else:
+        from l2d_utils.experts import expert_predictions
+
+        llm = expert_predictions(profile, splits, subset, expert, task=task, replay_only=replay_only)
     merged = subset.merge(llm[["row_id", "llm_label", "llm_probability", "latency_ms"]], on="row_id", validate="one_to_one")
     features = deferral_features(merged["text"], merged[task.probability_columns].to_numpy(), task.class_names)
     overlap = [column for column in features.columns if column in merged.columns]

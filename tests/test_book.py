@@ -139,6 +139,34 @@ def test_outcome_chapters_write_table2_and_consensus(smoke_build):
     assert quality["accuracy_low"].le(quality["accuracy"]).all()
 
 
+@pytest.mark.slow
+@needs_data
+def test_expert_chapters_write_their_tables(smoke_build):
+    output, _ = smoke_build
+    results = output / "results" / "smoke"
+    experts = pd.read_csv(results / "ade_experts.csv").set_index("expert")
+    assert list(experts.index) == ["llm", "llm-threshold", "knn-llm", "balanced-llm", "knn-llm-leaky", "nearest-label", "nearest-label-leaky"]
+    assert experts.loc["nearest-label", "agrees_with_nearest_label"] == 1.0
+    # The nearest label needs no LLM call: its time is the retrieval's alone, far below the LLM's.
+    assert experts.loc["nearest-label", "ms_per_sentence"] < experts.loc["llm", "ms_per_sentence"]
+    deferral = pd.read_csv(results / "ade_expert_deferral.csv").set_index("expert")
+    assert "knn-llm-leaky" not in deferral.index
+    # No routing beats deferring exactly the rescuable sentences.
+    assert (deferral["oracle f1"] >= deferral["l2d f1"] - 1e-9).all()
+    assert (deferral["rescues"] == experts.loc[deferral.index, "rescues"]).all()
+
+
+@pytest.mark.slow
+@needs_data
+def test_usage_table_names_each_llm_chapter(smoke_build):
+    output, _ = smoke_build
+    usage = pd.read_csv(output / "results" / "smoke" / "llm_usage_by_chapter.csv")
+    chapters = set(usage["chapter"])
+    assert {"03_llm_prompting", "07_outcome_models", "09_consensus_check"} <= chapters
+    assert "01_data_and_splits" not in chapters
+    assert usage["calls"].gt(0).all() and usage["total_usd"].isna().all()
+
+
 @pytest.fixture(scope="module")
 def psytar_sentences() -> list[str]:
     return load_psytar()["text"].tolist()
