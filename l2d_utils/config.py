@@ -229,7 +229,8 @@ PROFILES: dict[str, Profile] = {
             "the paper's setup: BioBERT-base-cased-v1.2 from the Hugging Face Hub "
             "and GPT-5-nano through Azure OpenAI; needs a GPU, network access and an API key. "
             "The analysis chapters send about 5,000 sentences to the API (the whole test split, "
-            "500 validation sentences and both subsets of the grouped split)"
+            "500 validation sentences and both subsets of the grouped split), and chapter 3 about "
+            "1,100 more with retrieved few-shot examples"
         ),
     ),
 }
