@@ -38,8 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from l2d_utils.config import REPLAY_ONLY_ENV, Profile
-from l2d_utils.llm.base import results_frame
+from l2d_utils.config import Profile
 from l2d_utils.llm.retrieval import (
     balanced_neighbours,
     embed_texts,
@@ -110,9 +109,9 @@ def get_expert(name: str) -> Expert:
 def shots(task, expert: Expert) -> int:
     """Number of few-shot examples (or neighbours) an expert uses for a task.
 
-    ``nearest`` retrieval uses as many examples as the paper's prompt (5 for
-    ADE, 3 for outcomes); ``balanced`` rounds that down to a multiple of the
-    number of classes (4 for ADE, 3 for outcomes).
+    ``nearest`` retrieval uses as many examples as the paper's prompt: 5 for
+    ADE, 3 for outcomes. ``balanced`` rounds that down to a multiple of the
+    number of classes, which gives 4 for ADE and 3 for outcomes.
     """
     k = len(task.template.examples)
     if expert.retrieval == "balanced":
@@ -167,9 +166,10 @@ def neighbours(profile: Profile, splits: pd.DataFrame, rows: pd.DataFrame, exper
         task: Sets the number of neighbours (:func:`shots`).
 
     Returns:
-        ``(indices, pool, ms_per_sentence)``: pool indices of shape ``(Q, k)``,
-        most similar first; the pool frame; and the time to embed the
-        queries and search, per sentence (the pool's embeddings are computed once and saved).
+        ``(indices, pool, ms_per_sentence)``. The indices have shape ``(Q, k)``,
+        most similar first, and point into the pool frame. The time covers
+        embedding the queries and the search, per sentence, because the
+        pool's embeddings are computed once and saved.
     """
     pool = retrieval_pool(splits)
     pool_texts = pool["text"].tolist()
@@ -224,8 +224,7 @@ def expert_predictions(
         ValueError: For an unknown expert, ``llm-threshold`` on a task with
             more than two classes, or splits without the rows an expert needs.
     """
-    from l2d_utils.llm.api import make_backend
-    from l2d_utils.pipeline import ADE_TASK, _backend_settings, llm_cache, llm_predictions
+    from l2d_utils.pipeline import ADE_TASK, llm_predictions
 
     task = ADE_TASK if task is None else task
     chosen = get_expert(expert)
@@ -258,22 +257,12 @@ def expert_predictions(
             }
         )
 
-    # The leaky expert's template names match the clean expert's: where no
-    # training text equals the input, both retrieve the same examples, build
-    # the same prompt and so share one cached response; only the other inputs
-    # cost a call of their own.
+    # The leaky expert's templates are named like the clean expert's. Where no
+    # training text equals the input, both build the same prompt and share one
+    # cached response, so only the other inputs cost a call.
     suffix = f"{chosen.retrieval}-{shots(task, chosen)}"
     templates = retrieved_templates(task.template, rows["text"].tolist(), indices, pool["text"].tolist(), pool_labels, suffix)
-    settings = profile.llm
-    replay_only = replay_only or os.environ.get(REPLAY_ONLY_ENV) == "1"
-    cache = llm_cache(replay_only)
-    try:
-        backend = make_backend(settings.backend, settings.model, cache, **_backend_settings(settings))
-        results = backend.classify_each(rows["text"].tolist(), templates)
-    finally:
-        cache.close()
-    frame = results_frame(results)
-    frame.insert(0, "row_id", rows["row_id"].to_numpy())
+    frame = llm_predictions(profile, rows, template=templates, replay_only=replay_only)
     frame["retrieval_ms"] = retrieval_ms
     return frame
 

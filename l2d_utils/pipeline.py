@@ -392,7 +392,7 @@ def llm_cache(replay_only: bool = False) -> ResponseCache:
 def llm_predictions(
     profile: Profile,
     rows: pd.DataFrame,
-    template: PromptTemplate = ADE_PAPER_PROMPT,
+    template: PromptTemplate | list[PromptTemplate] = ADE_PAPER_PROMPT,
     replay_only: bool = False,
     llm: LLMSettings | None = None,
 ) -> pd.DataFrame:
@@ -404,7 +404,7 @@ def llm_predictions(
     Args:
         profile: Picks the LLM.
         rows: Frame with ``row_id`` and ``text``.
-        template: The prompt.
+        template: The prompt, or one prompt per row (retrieved few-shot examples).
         replay_only: Forbid new calls.
         llm: Another model than ``profile.llm``, such as one of ``profile.labelers``.
 
@@ -418,7 +418,8 @@ def llm_predictions(
     cache = llm_cache(replay_only)
     try:
         backend = make_backend(settings.backend, settings.model, cache, **_backend_settings(settings))
-        results = backend.classify(rows["text"].tolist(), template)
+        texts = rows["text"].tolist()
+        results = backend.classify_each(texts, template) if isinstance(template, list) else backend.classify(texts, template)
     finally:
         cache.close()
     frame = results_frame(results)

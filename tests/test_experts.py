@@ -2,7 +2,7 @@
 
 The sentences are invented. LLM experts are checked against the stand-in
 OpenAI-compatible server of ``test_llm_api``, which replies 1 when the input
-contains "induced"; the retrieval uses the packaged sentence encoder.
+contains "induced". The retrieval uses the packaged sentence encoder.
 """
 
 from __future__ import annotations

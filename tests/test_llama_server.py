@@ -34,7 +34,7 @@ from l2d_utils.models import packaged_gguf_path
 pytest.importorskip("llama_cpp.server", reason="install llama-cpp-python[server] (make test does) to run this test")
 pytestmark = pytest.mark.slow
 
-#: Clear cases, so that greedy decoding on the 4-bit weights and answer
+#: Clear cases, so that greedy decoding on the 4-bit weights and label
 #: scoring on the bfloat16 weights should mostly agree.
 SENTENCES = [
     "Fatal hepatitis due to ketoconazole.",
@@ -234,10 +234,10 @@ def test_faults_are_retried_or_recorded(proxy, tmp_path):
 
     assert len(cache) == len(SENTENCES)
     arrivals = proxy.state.arrivals
-    assert arrivals.count(SENTENCES[0]) == 2  # 429, then the answer
-    assert arrivals.count(SENTENCES[1]) == 3  # 500 twice, then the answer
-    assert arrivals.count(SENTENCES[2]) == 2  # closed connection, then the answer
-    assert arrivals.count(SENTENCES[3]) == 2  # timed out, then the answer
+    assert arrivals.count(SENTENCES[0]) == 2  # 429, then a reply
+    assert arrivals.count(SENTENCES[1]) == 3  # 500 twice, then a reply
+    assert arrivals.count(SENTENCES[2]) == 2  # closed connection, then a reply
+    assert arrivals.count(SENTENCES[3]) == 2  # timed out, then a reply
     labels = [result.label for result in results]
     assert labels[4] == UNPARSEABLE
     assert results[4].raw_reply == "I am not able to say."

@@ -572,7 +572,8 @@ def test_per_input_templates_run_concurrently(server, cache) -> None:
 
     assert server.state.max_in_flight == 3
     assert [len(request.body["messages"]) for request in server.state.requests].count(len(templates[0].messages("x"))) == 2
-    assert len(results) == 6 and len(cache) == 6
+    assert len(results) == 6
+    assert len(cache) == 6
 
 
 def test_requests_per_minute_spaces_starts(server, cache) -> None:

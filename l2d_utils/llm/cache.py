@@ -13,7 +13,7 @@ A cache opened with a ``run`` name (by default the ``L2D_USAGE_RUN``
 environment variable, which the book runner sets to ``<profile>/<chapter>``
 for each chapter) also notes which responses that run read or stored.
 :meth:`ResponseCache.usage` then sums tokens and the original latency per
-run, so the book can say what each chapter asked of the LLM, whether the
+run, so the book can report what each chapter requested from the LLM, whether the
 calls were made in this build or an earlier one.
 """
 
